@@ -1,0 +1,1 @@
+"""Datasets (TFDS builders), region proposals and the tf.data input pipeline."""
