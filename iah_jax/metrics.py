@@ -1,0 +1,520 @@
+"""Retrieval metrics of IAH section V-A (eqs. 10-13) and the usual extras, computed exactly.
+
+NumPy arrays in, Python floats out. Every ranking is "database sorted by distance to the query";
+queries are processed in blocks so the largest temporary is a [query block, database] array
+(`block_elements` entries, default 2**22), never a dense all-pairs matrix: 10k queries x 1M items
+runs in a few GB.
+
+Definitions (r(j) = number of labels shared by the query and the j-th result, j 1-based;
+rel(j) = [r(j) >= 1]; N_pos = number of relevant database items):
+- NDCG@m = DCG@m / ideal DCG@m, DCG@m = sum_{j<=m} (2^r(j) - 1) / log(1 + j)  (eq. 10; the log
+  base cancels in the ratio).
+- ACG@m = (1/m) sum_{j<=m} r(j)  (eq. 11).
+- MAP: AP = sum_j P@j rel(j) / N_pos over the whole ranking, P@j = (relevant in top j) / j  (eq. 12).
+- wMAP: sum_j ACG@j rel(j) / N_pos  (eq. 13).
+- With `map_at=R` also `map@R` and `wmap@R`: the same sums over the top R only, normalised by the
+  number of relevant items *within the top R* (what most public hashing code bases do, METHODS.md
+  pitfall (c)); a query with relevant items but none in its top R scores 0.
+- `precision@r{radius}` / `recall@r{radius}`: over the items within Hamming distance <= radius
+  (default 2). A query that retrieves nothing has precision 0 (the common convention).
+- k (or R) larger than the database: the whole database is used, i.e. NDCG@k = NDCG@n_db and
+  ACG@k is the mean r over all n_db items; the key keeps the requested k.
+
+Options:
+- ties: "stable" (default; ties in distance ranked by ascending database index, the order the
+  data pipeline reads the split in), "random" (uniformly random order inside each tie, `seed`),
+  "expected" (the exact expectation over all orderings inside every tie group; closed forms below).
+- no_relevant: queries with no relevant database item have AP, wAP, NDCG and recall equal to 0/0.
+  "skip" (default) leaves them out of those averages: no ranking could change their score, so
+  counting them measures the dataset (unlabelled images), not the hash; "zero" counts them as 0,
+  as some public code bases do (METHODS.md pitfall (a)). ACG and precision are defined for every
+  query and always average over all queries. `num_queries_without_relevant` reports how many there
+  were. If every query is skipped the averages are NaN.
+
+Expected values over tie orderings ("expected"). Take one tie group occupying ranks s+1..s+n
+(s items ranked strictly before it), holding m relevant items with total gain G and total
+similarity S; R and Rsum are the number of relevant items and the sum of r ranked before it. Under
+a uniformly random order of the group, the item at rank j = s + t (t = 1..n):
+- is relevant with probability m/n, has expected r = S/n and expected gain G/n, so E[DCG@k] and
+  E[ACG@k] use the group means (this is scikit-learn's ndcg_score(ignore_ties=False));
+- E[rel(j) * (relevant in top j)] = (m/n) * (R + 1 + (t-1)(m-1)/(n-1)), because given that slot j
+  holds a relevant item each of the other t-1 earlier slots of the group holds one of the remaining
+  m-1 relevant items with probability (m-1)/(n-1); dividing by j gives the expected AP summand;
+- E[rel(j) * sum_{i<=j} r(i)] = (m/n) Rsum + S/n + (t-1)(m-1) S / (n(n-1)), by the same argument
+  (pairs of distinct items: sum_{a != b} rel(a) r(b) = (m-1) S); dividing by j gives the wAP summand.
+AP and wAP are linear in these summands, so their expectations are exact. For map@R the
+normaliser (relevant in top R) is random only through the group straddling rank R: with u of its
+n slots inside the top R, the number X of its relevant items there is hypergeometric(n, m, u), and
+given X = x the first u slots are a uniformly random arrangement of x relevant items, so the same
+closed forms apply with (n, m, S) -> (u, x, x S / m); the expectation sums over x exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from iah_jax.retrieval.packing import check_codes
+
+TIES = ("stable", "random", "expected")
+NO_RELEVANT = ("skip", "zero")
+DEFAULT_BLOCK_ELEMENTS = 2 ** 22
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _check_labels(labels, n: int, what: str) -> np.ndarray:
+  labels = np.asarray(labels)
+  if labels.ndim != 2:
+    raise ValueError(f"{what} must be a 2-D {{0,1}} array [n, c], got shape {labels.shape}")
+  if labels.shape[0] != n:
+    raise ValueError(f"{what} has {labels.shape[0]} rows but the codes have {n}")
+  if labels.dtype != np.bool_:
+    bad = (labels != 0) & (labels != 1)
+    if bad.any():
+      row, col = (int(i) for i in np.argwhere(bad)[0])
+      raise ValueError(f"{what} must be multi-hot 0/1, found {labels[row, col]!r} at [{row}, {col}]")
+  return labels.astype(np.float32)
+
+
+def _check_options(ties: str, no_relevant: str, ks, map_at) -> tuple[int, ...]:
+  if ties not in TIES:
+    raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+  if no_relevant not in NO_RELEVANT:
+    raise ValueError(f"no_relevant must be one of {NO_RELEVANT}, got {no_relevant!r}")
+  ks = tuple(int(k) for k in ks)
+  for k in ks + (() if map_at is None else (map_at,)):
+    if int(k) != k or k <= 0:
+      raise ValueError(f"cut-offs (ks, map_at) must be positive integers, got {k!r}")
+  return ks
+
+
+def _check_query_db(query_codes, db_codes, query_labels, db_labels):
+  query_codes = check_codes(query_codes, "query_codes")
+  db_codes = check_codes(db_codes, "db_codes")
+  if db_codes.shape[0] == 0:
+    raise ValueError("the database is empty (db_codes has 0 rows)")
+  if query_codes.shape[0] == 0:
+    raise ValueError("there are no queries (query_codes has 0 rows)")
+  if query_codes.shape[1] != db_codes.shape[1]:
+    raise ValueError(f"query codes have {query_codes.shape[1]} bits but database codes have "
+                     f"{db_codes.shape[1]}")
+  query_labels = _check_labels(query_labels, query_codes.shape[0], "query_labels")
+  db_labels = _check_labels(db_labels, db_codes.shape[0], "db_labels")
+  if query_labels.shape[1] != db_labels.shape[1]:
+    raise ValueError(f"query labels have {query_labels.shape[1]} categories but database labels "
+                     f"have {db_labels.shape[1]}")
+  return query_codes, db_codes, query_labels, db_labels
+
+
+# --------------------------------------------------------------------------------------------
+# Per-block machinery
+
+
+def _hamming_block(query_codes_f: np.ndarray, db_codes_f: np.ndarray, db_ones: np.ndarray):
+  """Hamming distances [b, nd] of float32 {0,1} codes via one matmul (exact below 2^24 bits)."""
+  # |q xor d| = |q| + |d| - 2 q.d; small integers are exact in float32.
+  dist = query_codes_f.sum(1, keepdims=True) + db_ones[None, :] - 2.0 * (query_codes_f @ db_codes_f.T)
+  dist = np.rint(dist)
+  # uint8 / uint16 keys make NumPy's stable argsort a radix sort, O(nd) per query.
+  dtype = np.uint8 if query_codes_f.shape[1] < 256 else np.uint16 if query_codes_f.shape[1] < 65536 else np.int32
+  return dist.astype(dtype)
+
+
+def _shared_labels(query_labels_f: np.ndarray, db_labels_f: np.ndarray) -> np.ndarray:
+  shared = np.rint(query_labels_f @ db_labels_f.T)
+  return shared.astype(np.uint8 if db_labels_f.shape[1] < 256 else np.int32)
+
+
+def _rank(dist: np.ndarray, ties: str, rng: np.random.Generator | None) -> np.ndarray:
+  """Ranking order [b, nd] of each row of `dist`; ties by ascending index unless "random"."""
+  if ties == "random":
+    tie_key = rng.random(dist.shape)
+    return np.lexsort((tie_key, dist), axis=-1)
+  return np.argsort(dist, axis=1, kind="stable")
+
+
+def _padded_cumsum(x: np.ndarray) -> np.ndarray:
+  """[b, n] -> [b, n + 1] with column i holding the sum of the first i entries."""
+  out = np.zeros((x.shape[0], x.shape[1] + 1), np.float64)
+  np.cumsum(x, axis=1, out=out[:, 1:])
+  return out
+
+
+def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+  return np.take_along_axis(a, idx, axis=1)
+
+
+def _tie_groups(dist_sorted: np.ndarray):
+  """0-based first and last rank [b, nd] of the tie group holding each rank."""
+  b, n = dist_sorted.shape
+  ranks = np.broadcast_to(np.arange(n), (b, n))
+  starts_here = np.ones((b, n), bool)
+  starts_here[:, 1:] = dist_sorted[:, 1:] != dist_sorted[:, :-1]
+  ends_here = np.ones((b, n), bool)
+  ends_here[:, :-1] = starts_here[:, 1:]
+  first = np.maximum.accumulate(np.where(starts_here, ranks, 0), axis=1)
+  last = np.minimum.accumulate(np.where(ends_here, ranks, n)[:, ::-1], axis=1)[:, ::-1]
+  return first, last
+
+
+def _harmonic(n_max: int) -> np.ndarray:
+  """H[i] = sum_{j=1..i} 1/j for i = 0..n_max."""
+  out = np.zeros(n_max + 1)
+  out[1:] = np.cumsum(1.0 / np.arange(1, n_max + 1))
+  return out
+
+
+def _expected_top_r(first_r, last_r, cum_rel_p, cum_r_p, ap_cum_p, wap_cum_p, R: int):
+  """Exact E[AP@R] and E[wAP@R] with normaliser = relevant within the top R (see module doc).
+
+  All inputs are per query ([b]) except the padded cumulative sums [b, nd + 1]. `first_r` and
+  `last_r` are the 0-based first/last rank of the tie group that holds rank R.
+  """
+  s = first_r                                   # items ranked before the straddling group
+  n = last_r - first_r + 1                      # its size
+  u = R - s                                     # its slots inside the top R (1..n)
+  rows = np.arange(s.shape[0])
+  m = cum_rel_p[rows, last_r + 1] - cum_rel_p[rows, s]
+  S = cum_r_p[rows, last_r + 1] - cum_r_p[rows, s]
+  rel_before = cum_rel_p[rows, s]
+  r_before = cum_r_p[rows, s]
+  ap_before = ap_cum_p[rows, s]
+  wap_before = wap_cum_p[rows, s]
+  x_max = int(np.minimum(m, u).max())
+  x = np.arange(x_max + 1)[None, :].astype(np.float64)
+  prob = stats.hypergeom.pmf(x, n[:, None], m[:, None], u[:, None])
+  prob = np.nan_to_num(prob)
+  harmonic = _harmonic(int(R))
+  dh = (harmonic[s + u] - harmonic[s])[:, None]         # sum_{t=1..u} 1/(s+t)
+  uu = u[:, None].astype(np.float64)
+  ss = s[:, None].astype(np.float64)
+  # sum_{t=1..u} (t-1)/(s+t) / (u-1), defined as 0 when u == 1.
+  spread = np.where(uu > 1, (uu - (ss + 1) * dh) / np.maximum(uu - 1, 1), 0.0)
+  ap_num = ap_before[:, None] + (x / uu) * ((rel_before[:, None] + 1) * dh + (x - 1) * spread)
+  s_in = np.where(m[:, None] > 0, x * S[:, None] / np.maximum(m[:, None], 1), 0.0)
+  wap_num = wap_before[:, None] + ((x / uu) * r_before[:, None] + s_in / uu) * dh \
+      + (x - 1) * s_in / uu * spread
+  count = rel_before[:, None] + x
+  safe = np.maximum(count, 1)
+  ap_r = np.where(count > 0, ap_num / safe, 0.0)
+  wap_r = np.where(count > 0, wap_num / safe, 0.0)
+  return (prob * ap_r).sum(1), (prob * wap_r).sum(1)
+
+
+def _block_metrics(dist, shared, ties, ks, map_at, radius, rng, n_pos_total=None):
+  """Per-query metric arrays for one block. dist, shared: [b, nd]. Undefined entries are NaN."""
+  b, nd = dist.shape
+  out = {}
+  relevant_unsorted = shared > 0
+  within = dist <= radius
+  n_retrieved = within.sum(1)
+  n_rel_retrieved = (within & relevant_unsorted).sum(1)
+  n_pos = relevant_unsorted.sum(1).astype(np.float64) if n_pos_total is None else n_pos_total
+  has_pos = n_pos > 0
+
+  order = _rank(dist, ties, rng)
+  dist_sorted = _take(dist, order)
+  r = _take(shared, order).astype(np.float64)
+  rel = (r > 0).astype(np.float64)
+  gain = np.exp2(r) - 1.0
+  ranks = np.arange(1, nd + 1, dtype=np.float64)
+  cum_rel_p = _padded_cumsum(rel)
+  cum_r_p = _padded_cumsum(r)
+  if ties == "expected":
+    first, last = _tie_groups(dist_sorted)
+    size = (last - first + 1).astype(np.float64)
+    t_minus_1 = np.arange(nd)[None, :] - first
+    spread = np.where(size > 1, t_minus_1 / np.maximum(size - 1, 1), 0.0)
+    cum_gain_p = _padded_cumsum(gain)
+    m = _take(cum_rel_p, last + 1) - _take(cum_rel_p, first)
+    S = _take(cum_r_p, last + 1) - _take(cum_r_p, first)
+    G = _take(cum_gain_p, last + 1) - _take(cum_gain_p, first)
+    rel_before = _take(cum_rel_p, first)
+    r_before = _take(cum_r_p, first)
+    ap_terms = (m / size) * (rel_before + 1 + spread * (m - 1)) / ranks
+    wap_terms = ((m / size) * r_before + S / size + spread * (m - 1) * S / size) / ranks
+    gain_at = G / size
+    r_at = S / size
+  else:
+    ap_terms = rel * cum_rel_p[:, 1:] / ranks
+    wap_terms = rel * cum_r_p[:, 1:] / ranks
+    gain_at = gain
+    r_at = r
+
+  with np.errstate(invalid="ignore", divide="ignore"):
+    out["map"] = np.where(has_pos, ap_terms.sum(1) / n_pos, np.nan)
+    out["wmap"] = np.where(has_pos, wap_terms.sum(1) / n_pos, np.nan)
+    if ks:
+      inv_log = 1.0 / np.log2(1.0 + ranks[:min(max(ks), nd)])
+      ideal_gain = np.sort(np.exp2(shared.astype(np.float64)) - 1.0, axis=1)[:, ::-1]
+      for k in ks:
+        kk = min(k, nd)
+        ideal = ideal_gain[:, :kk] @ inv_log[:kk]
+        dcg = gain_at[:, :kk] @ inv_log[:kk]
+        out[f"ndcg@{k}"] = np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1.0), np.nan)
+        out[f"acg@{k}"] = r_at[:, :kk].sum(1) / kk
+    if map_at is not None:
+      R = min(int(map_at), nd)
+      if ties == "expected":
+        ap_r, wap_r = _expected_top_r(first[:, R - 1], last[:, R - 1], cum_rel_p, cum_r_p,
+                                      _padded_cumsum(ap_terms), _padded_cumsum(wap_terms), R)
+      else:
+        count = cum_rel_p[:, R]
+        safe = np.maximum(count, 1)
+        ap_r = np.where(count > 0, ap_terms[:, :R].sum(1) / safe, 0.0)
+        wap_r = np.where(count > 0, wap_terms[:, :R].sum(1) / safe, 0.0)
+      out[f"map@{map_at}"] = np.where(has_pos, ap_r, np.nan)
+      out[f"wmap@{map_at}"] = np.where(has_pos, wap_r, np.nan)
+    out[f"precision@r{radius}"] = np.where(n_retrieved > 0,
+                                           n_rel_retrieved / np.maximum(n_retrieved, 1), 0.0)
+    out[f"recall@r{radius}"] = np.where(has_pos, n_rel_retrieved / np.where(has_pos, n_pos, 1), np.nan)
+  out["_has_pos"] = has_pos
+  return out
+
+
+def _block_rows(n_queries: int, nd: int, block_elements: int | None) -> int:
+  budget = DEFAULT_BLOCK_ELEMENTS if block_elements is None else int(block_elements)
+  return max(1, min(n_queries, budget // max(nd, 1)))
+
+
+def _aggregate(per_query: dict, no_relevant: str) -> dict:
+  has_pos = per_query.pop("_has_pos")
+  result = {}
+  for key, values in per_query.items():
+    if no_relevant == "zero":
+      values = np.nan_to_num(values, nan=0.0)
+      result[key] = float(values.mean())
+    else:
+      defined = values[~np.isnan(values)]
+      result[key] = float(defined.mean()) if defined.size else float("nan")
+  result["num_queries"] = float(has_pos.size)
+  result["num_queries_without_relevant"] = float((~has_pos).sum())
+  return result
+
+
+def _evaluate(distance_block, n_queries, nd, query_labels_f, db_labels_f, ks, ties, no_relevant,
+              map_at, radius, seed, block_elements, per_query=False):
+  rng = np.random.default_rng(seed) if ties == "random" else None
+  rows = _block_rows(n_queries, nd, block_elements)
+  parts = []
+  for start in range(0, n_queries, rows):
+    stop = min(start + rows, n_queries)
+    dist = distance_block(start, stop)
+    shared = _shared_labels(query_labels_f[start:stop], db_labels_f)
+    parts.append(_block_metrics(dist, shared, ties, ks, map_at, radius, rng))
+  merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+  if per_query:
+    return merged
+  return _aggregate(merged, no_relevant)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def retrieval_metrics(query_codes, db_codes, query_labels, db_labels, ks=(100, 1000),
+                      ties: str = "stable", no_relevant: str = "skip", map_at: int | None = None,
+                      radius: int = 2, seed: int = 0, block_elements: int | None = None,
+                      per_query: bool = False) -> dict:
+  """All IAH metrics for Hamming ranking of the database for each query (see module docstring).
+
+  Args:
+    query_codes: {0,1} [nq, bits]. db_codes: {0,1} [nd, bits].
+    query_labels: {0,1} [nq, c]. db_labels: {0,1} [nd, c].
+    ks: cut-offs for NDCG@k and ACG@k (k > nd uses the whole database).
+    ties: "stable" (default, ascending database index), "random" (uses `seed`) or "expected".
+    no_relevant: "skip" (default) or "zero" for queries without any relevant database item.
+    map_at: optional R for `map@R` / `wmap@R` (normalised by relevant items within the top R).
+    radius: Hamming radius for `precision@r{radius}` / `recall@r{radius}` (default 2).
+    block_elements: queries are processed in blocks of about this many query x database entries.
+    per_query: return the per-query arrays [nq] (NaN where undefined) instead of the averages.
+
+  Returns:
+    {"map", "wmap", "ndcg@K", "acg@K" for K in ks, ["map@R", "wmap@R"], "precision@r2",
+     "recall@r2", "num_queries", "num_queries_without_relevant"} as Python floats.
+  """
+  ks = _check_options(ties, no_relevant, ks, map_at)
+  query_codes, db_codes, query_labels_f, db_labels_f = _check_query_db(
+      query_codes, db_codes, query_labels, db_labels)
+  query_f = query_codes.astype(np.float32)
+  db_f = db_codes.astype(np.float32)
+  db_ones = db_f.sum(1)
+  return _evaluate(lambda a, b: _hamming_block(query_f[a:b], db_f, db_ones),
+                   query_f.shape[0], db_f.shape[0], query_labels_f, db_labels_f, ks, ties,
+                   no_relevant, map_at, radius, seed, block_elements, per_query)
+
+
+def ranking_metrics_from_distances(distances, query_labels, db_labels, ks=(100, 1000),
+                                   ties: str = "stable", no_relevant: str = "skip",
+                                   map_at: int | None = None, radius: float = 2, seed: int = 0,
+                                   block_elements: int | None = None, per_query: bool = False,
+                                   ) -> dict:
+  """The metrics of `retrieval_metrics` for any precomputed distances [nq, nd] (smaller = closer).
+
+  For rankings that are not plain Hamming, e.g. QaDWH's weighted Hamming distances. Ties are
+  equal distance values; `radius` thresholds the given distances.
+  """
+  ks = _check_options(ties, no_relevant, ks, map_at)
+  distances = np.asarray(distances)
+  if distances.ndim != 2 or distances.shape[1] == 0 or distances.shape[0] == 0:
+    raise ValueError(f"distances must be a non-empty 2-D array [nq, nd], got {distances.shape}")
+  if not np.issubdtype(distances.dtype, np.number) or not np.all(np.isfinite(distances)):
+    raise ValueError("distances must be finite numbers")
+  query_labels_f = _check_labels(query_labels, distances.shape[0], "query_labels")
+  db_labels_f = _check_labels(db_labels, distances.shape[1], "db_labels")
+  if query_labels_f.shape[1] != db_labels_f.shape[1]:
+    raise ValueError(f"query labels have {query_labels_f.shape[1]} categories but database labels "
+                     f"have {db_labels_f.shape[1]}")
+  return _evaluate(lambda a, b: distances[a:b], distances.shape[0], distances.shape[1],
+                   query_labels_f, db_labels_f, ks, ties, no_relevant, map_at, radius, seed,
+                   block_elements, per_query)
+
+
+def hamming_pr_curve(query_codes, db_codes, query_labels, db_labels, no_relevant: str = "skip",
+                     block_elements: int | None = None) -> dict:
+  """Precision-recall curve of Hamming-radius retrieval, one point per radius 0..bits.
+
+  At radius h a query retrieves every item with distance <= h; precision and recall are averaged
+  over queries (precision 0 when nothing is retrieved; recall follows `no_relevant` for queries
+  without relevant items). Returns {"radius": int [bits+1], "precision": [bits+1],
+  "recall": [bits+1]} as NumPy arrays.
+  """
+  _check_options("stable", no_relevant, (), None)
+  query_codes, db_codes, query_labels_f, db_labels_f = _check_query_db(
+      query_codes, db_codes, query_labels, db_labels)
+  bits = query_codes.shape[1]
+  query_f = query_codes.astype(np.float32)
+  db_f = db_codes.astype(np.float32)
+  db_ones = db_f.sum(1)
+  nq, nd = query_f.shape[0], db_f.shape[0]
+  rows = _block_rows(nq, nd, block_elements)
+  precisions, recalls = [], []
+  for start in range(0, nq, rows):
+    stop = min(start + rows, nq)
+    dist = _hamming_block(query_f[start:stop], db_f, db_ones).astype(np.int64)
+    rel = _shared_labels(query_labels_f[start:stop], db_labels_f) > 0
+    offsets = (np.arange(stop - start) * (bits + 1))[:, None]
+    hist = np.bincount((dist + offsets).ravel(), minlength=(stop - start) * (bits + 1))
+    hist_rel = np.bincount((dist + offsets).ravel(), weights=rel.ravel().astype(np.float64),
+                           minlength=(stop - start) * (bits + 1))
+    retrieved = np.cumsum(hist.reshape(-1, bits + 1), axis=1)
+    rel_retrieved = np.cumsum(hist_rel.reshape(-1, bits + 1), axis=1)
+    n_pos = rel.sum(1, keepdims=True).astype(np.float64)
+    precisions.append(np.where(retrieved > 0, rel_retrieved / np.maximum(retrieved, 1), 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+      recalls.append(np.where(n_pos > 0, rel_retrieved / n_pos, np.nan))
+  recall = np.concatenate(recalls)
+  if no_relevant == "zero":
+    recall_mean = np.nan_to_num(recall, nan=0.0).mean(0)
+  else:
+    defined = ~np.isnan(recall[:, 0])
+    recall_mean = recall[defined].mean(0) if defined.any() else np.full(bits + 1, np.nan)
+  return {"radius": np.arange(bits + 1), "precision": np.concatenate(precisions).mean(0),
+          "recall": recall_mean}
+
+
+def category_aware_metrics(query_codes, db_codes, query_labels, db_labels, ties: str = "stable",
+                           query_probs=None, db_probs=None, threshold: float = 0.2,
+                           seed: int = 0, block_elements: int | None = None) -> dict:
+  """Per-category MAP of category-aware codes (IAH Fig. 8) and its average over categories.
+
+  Args:
+    query_codes: {0,1} [nq, c, b], piece j is the query's code for category j.
+    db_codes: {0,1} [nd, c, b]. query_labels: {0,1} [nq, c]. db_labels: {0,1} [nd, c].
+    ties: as in `retrieval_metrics`.
+    query_probs, db_probs: optional predicted label probabilities [nq, c], [nd, c]. Without them
+      (default, the protocol of IAH Fig. 8/9): for category j, every query carrying label j ranks
+      the whole database by the Hamming distance of piece j; relevant = the database item carries
+      label j; AP over the whole ranking. With them (the thresholded system of IAH section IV):
+      table j holds only database items with p_j >= threshold, a query carrying label j searches
+      it only if its own p_j >= threshold (otherwise its AP is 0), and AP is normalised by all
+      database items carrying label j, so relevant items left out of the table count as missed.
+    threshold: the probability threshold of the thresholded variant (IAH: 0.2).
+
+  Returns:
+    {"map": mean of the per-category MAPs over categories that have at least one query,
+     "per_category_map": list of c floats, None for a category no query carries (there is no AP
+     to average, and None cannot be mistaken for a score)}. Queries whose category has no relevant
+     database item are skipped (AP undefined); if that leaves none the category's entry is None.
+  """
+  if ties not in TIES:
+    raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+  query_codes = np.asarray(query_codes)
+  db_codes = np.asarray(db_codes)
+  if query_codes.ndim != 3 or db_codes.ndim != 3:
+    raise ValueError(f"category-aware codes must be 3-D [n, c, b], got query {query_codes.shape} "
+                     f"and database {db_codes.shape}")
+  if query_codes.shape[1:] != db_codes.shape[1:]:
+    raise ValueError(f"query codes [*, c, b] = {query_codes.shape} and database codes "
+                     f"{db_codes.shape} disagree on c or b")
+  nq, c, b = query_codes.shape
+  nd = db_codes.shape[0]
+  if nd == 0:
+    raise ValueError("the database is empty (db_codes has 0 rows)")
+  query_flat = check_codes(query_codes.reshape(nq, c * b), "query_codes").reshape(nq, c, b)
+  db_flat = check_codes(db_codes.reshape(nd, c * b), "db_codes").reshape(nd, c, b)
+  query_labels_f = _check_labels(query_labels, nq, "query_labels")
+  db_labels_f = _check_labels(db_labels, nd, "db_labels")
+  if query_labels_f.shape[1] != c or db_labels_f.shape[1] != c:
+    raise ValueError(f"labels must have c = {c} columns (one per code piece), got "
+                     f"{query_labels_f.shape[1]} and {db_labels_f.shape[1]}")
+  thresholded = query_probs is not None or db_probs is not None
+  if thresholded:
+    if query_probs is None or db_probs is None:
+      raise ValueError("give both query_probs and db_probs (or neither)")
+    query_probs = np.asarray(query_probs, np.float64)
+    db_probs = np.asarray(db_probs, np.float64)
+    if query_probs.shape != (nq, c) or db_probs.shape != (nd, c):
+      raise ValueError(f"probabilities must be [nq, c] = {(nq, c)} and [nd, c] = {(nd, c)}, got "
+                       f"{query_probs.shape} and {db_probs.shape}")
+
+  rng = np.random.default_rng(seed) if ties == "random" else None
+  per_category = []
+  for j in range(c):
+    queries = np.flatnonzero(query_labels_f[:, j] > 0)
+    if queries.size == 0:
+      per_category.append(None)
+      continue
+    db_rel = db_labels_f[:, j:j + 1]
+    n_pos_total = float(db_rel.sum())
+    if n_pos_total == 0:
+      per_category.append(None)
+      continue
+    if thresholded:
+      in_table = np.flatnonzero(db_probs[:, j] >= threshold)
+      searching = queries[query_probs[queries, j] >= threshold]
+      aps = np.zeros(queries.size)
+      if in_table.size and searching.size:
+        aps_searching = _category_aps(query_flat[searching, j], db_flat[in_table, j],
+                                      db_rel[in_table], ties, rng, block_elements, n_pos_total)
+        aps[np.searchsorted(queries, searching)] = aps_searching
+    else:
+      aps = _category_aps(query_flat[queries, j], db_flat[:, j], db_rel, ties, rng,
+                          block_elements, n_pos_total)
+    per_category.append(float(np.mean(aps)))
+  defined = [v for v in per_category if v is not None]
+  return {"map": float(np.mean(defined)) if defined else float("nan"),
+          "per_category_map": per_category}
+
+
+def _category_aps(query_piece, db_piece, db_rel, ties, rng, block_elements, n_pos_total):
+  """AP of each query piece [nq, b] ranking db pieces [nd, b]; relevance db_rel [nd, 1]."""
+  query_f = query_piece.astype(np.float32)
+  db_f = db_piece.astype(np.float32)
+  db_ones = db_f.sum(1)
+  nq, nd = query_f.shape[0], db_f.shape[0]
+  rows = _block_rows(nq, nd, block_elements)
+  aps = []
+  for start in range(0, nq, rows):
+    stop = min(start + rows, nq)
+    dist = _hamming_block(query_f[start:stop], db_f, db_ones)
+    shared = np.broadcast_to(db_rel.T.astype(np.uint8), dist.shape)
+    n_pos = np.full(stop - start, n_pos_total)
+    out = _block_metrics(dist, shared, ties, (), None, 0, rng, n_pos_total=n_pos)
+    aps.append(out["map"])
+  return np.concatenate(aps)

@@ -1,0 +1,133 @@
+"""Metrics against loop-based NumPy references and scikit-learn."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+from sklearn.metrics import ndcg_score
+
+from iah_jax import metrics
+
+
+# ------------------------------------------------------------------------------------------------
+# Loop-based reference, written straight from the definitions (IAH eqs. 10-13).
+
+
+def reference_query(dist_row, shared_row, ks, map_at, radius, order=None):
+  """Metrics of one query; `order` overrides the stable (distance, index) ranking."""
+  nd = len(dist_row)
+  if order is None:
+    order = sorted(range(nd), key=lambda i: (dist_row[i], i))
+  r = [int(shared_row[i]) for i in order]
+  n_pos = sum(1 for v in r if v > 0)
+  out = {}
+  hits, total_r, ap, wap = 0, 0, 0.0, 0.0
+  for j, v in enumerate(r, start=1):
+    total_r += v
+    if v > 0:
+      hits += 1
+      ap += hits / j
+      wap += (total_r / j)
+  out["map"] = ap / n_pos if n_pos else math.nan
+  out["wmap"] = wap / n_pos if n_pos else math.nan
+  ideal = sorted(r, reverse=True)
+  for k in ks:
+    kk = min(k, nd)
+    dcg = sum((2 ** r[j] - 1) / math.log(2 + j) for j in range(kk))
+    idcg = sum((2 ** ideal[j] - 1) / math.log(2 + j) for j in range(kk))
+    out[f"ndcg@{k}"] = dcg / idcg if idcg > 0 else math.nan
+    out[f"acg@{k}"] = sum(r[:kk]) / kk
+  if map_at is not None:
+    R = min(map_at, nd)
+    hits, total_r, ap, wap = 0, 0, 0.0, 0.0
+    for j, v in enumerate(r[:R], start=1):
+      total_r += v
+      if v > 0:
+        hits += 1
+        ap += hits / j
+        wap += total_r / j
+    out[f"map@{map_at}"] = (ap / hits if hits else 0.0) if n_pos else math.nan
+    out[f"wmap@{map_at}"] = (wap / hits if hits else 0.0) if n_pos else math.nan
+  retrieved = [i for i in range(nd) if dist_row[i] <= radius]
+  rel_ret = sum(1 for i in retrieved if shared_row[i] > 0)
+  out[f"precision@r{radius}"] = rel_ret / len(retrieved) if retrieved else 0.0
+  out[f"recall@r{radius}"] = rel_ret / n_pos if n_pos else math.nan
+  return out
+
+
+def reference_all(query_codes, db_codes, query_labels, db_labels, ks, map_at=None, radius=2):
+  rows = []
+  for qc, ql in zip(query_codes, query_labels):
+    dist = [int(sum(a != b for a, b in zip(qc, dc))) for dc in db_codes]
+    shared = [int(sum(a * b for a, b in zip(ql, dl))) for dl in db_labels]
+    rows.append(reference_query(dist, shared, ks, map_at, radius))
+  return rows
+
+
+def mean_policy(rows, key, no_relevant):
+  values = np.array([row[key] for row in rows], dtype=np.float64)
+  if no_relevant == "zero":
+    return float(np.nan_to_num(values).mean())
+  return float(values[~np.isnan(values)].mean())
+
+
+def random_case(rng, nq, nd, bits, c, label_rate=0.2):
+  return (rng.integers(0, 2, (nq, bits)), rng.integers(0, 2, (nd, bits)),
+          (rng.random((nq, c)) < label_rate).astype(np.uint8),
+          (rng.random((nd, c)) < label_rate).astype(np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("no_relevant", ["skip", "zero"])
+@pytest.mark.parametrize("bits,nd", [(6, 40), (16, 60), (8, 1)])
+def test_stable_matches_loop_reference(bits, nd, no_relevant):
+  rng = np.random.default_rng(bits * 100 + nd)
+  q, d, ql, dl = random_case(rng, 12, nd, bits, 5)
+  ql[0] = 0                                  # a query with no relevant item
+  ks = (1, 5, 1000)                          # 1000 > nd: whole database
+  got = metrics.retrieval_metrics(q, d, ql, dl, ks=ks, no_relevant=no_relevant, map_at=7,
+                                  block_elements=3 * nd)   # several query blocks
+  rows = reference_all(q, d, ql, dl, ks, map_at=7)
+  for key in rows[0]:
+    assert got[key] == pytest.approx(mean_policy(rows, key, no_relevant), abs=1e-12), key
+  assert got["num_queries_without_relevant"] == sum(np.isnan(r["map"]) for r in rows)
+  assert all(isinstance(v, float) for v in got.values())
+
+
+
+def reference_category_aware(query_codes, db_codes, query_labels, db_labels):
+  c = query_codes.shape[1]
+  per_category = []
+  for j in range(c):
+    aps = []
+    for qi in range(len(query_codes)):
+      if not query_labels[qi, j]:
+        continue
+      dist = [int((query_codes[qi, j] != db_codes[i, j]).sum()) for i in range(len(db_codes))]
+      shared = [int(db_labels[i, j]) for i in range(len(db_codes))]
+      ap = reference_query(dist, shared, (), None, 0)["map"]
+      if not math.isnan(ap):
+        aps.append(ap)
+    per_category.append(float(np.mean(aps)) if aps else None)
+  defined = [v for v in per_category if v is not None]
+  return float(np.mean(defined)), per_category
+
+
+def test_category_aware_matches_loop_reference():
+  rng = np.random.default_rng(3)
+  nq, nd, c, b = 15, 50, 4, 4
+  q = rng.integers(0, 2, (nq, c, b))
+  d = rng.integers(0, 2, (nd, c, b))
+  ql = (rng.random((nq, c)) < 0.4).astype(np.uint8)
+  dl = (rng.random((nd, c)) < 0.4).astype(np.uint8)
+  ql[:, 2] = 0                                     # no query carries category 2
+  got = metrics.category_aware_metrics(q, d, ql, dl)
+  want_map, want_per = reference_category_aware(q, d, ql, dl)
+  assert got["per_category_map"][2] is None
+  for g, w in zip(got["per_category_map"], want_per):
+    assert (g is None and w is None) or g == pytest.approx(w, abs=1e-12)
+  assert got["map"] == pytest.approx(want_map, abs=1e-12)
