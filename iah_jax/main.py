@@ -1,0 +1,31 @@
+"""Trains, checkpoints, encodes and evaluates IAH.
+
+  python -m iah_jax.main --config configs/default.py --workdir runs/default
+  python -m iah_jax.main --config configs/default.py --workdir runs/x --config.num_train_steps=100
+
+Resumes automatically from the checkpoints in --workdir.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from iah_jax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and results.json.")
+config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

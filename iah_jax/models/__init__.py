@@ -1,0 +1,1 @@
+"""Flax Linen modules: backbones (a small CPU CNN, GoogLeNet) and the IAH network."""

@@ -1,0 +1,12 @@
+"""Pure, jit-able and vmap-able functions that are the point of IAH.
+
+- ``spp``: spatial pyramid max-pooling of region proposals over one feature map.
+- ``cross_hypothesis_pool``: max over proposals (IAH eq. 1).
+- ``kronecker_fusion``: probability-weighted mean of proposal features (IAH eq. 6).
+"""
+
+from iah_jax.ops.fusion import cross_hypothesis_pool, kronecker_fusion
+from iah_jax.ops.spp import spp, spp_bin_ranges, spp_output_dim
+
+__all__ = ["spp", "spp_bin_ranges", "spp_output_dim", "cross_hypothesis_pool",
+           "kronecker_fusion"]

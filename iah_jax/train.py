@@ -1,0 +1,419 @@
+"""The IAH recipe: build the model, train with one jit step over a device mesh, checkpoint,
+encode the database and the queries with the restored model, evaluate.
+
+`train_and_evaluate(config, workdir)` runs it all; the pieces are small top-level functions so
+tests and other scripts can reuse them (`create_train_state`, `make_train_step`,
+`make_encode_step`, `train`, `encode_split`, `evaluate_run`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+
+from iah_jax import config as config_lib
+from iah_jax import losses
+from iah_jax import metrics
+from iah_jax.data import features
+from iah_jax.data import pipeline
+from iah_jax.models import backbones
+from iah_jax.models import iah
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; saved and restored whole by orbax."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+# ----------------------------------------------------------------------------- model, optimiser
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int, semantic_bits: int,
+                bits_per_category: int) -> iah.IAH:
+  dtype = jnp.dtype(config.model.dtype)
+  backbone = backbones.build_backbone(config.model.backbone,
+                                      config.model.backbone_options.to_dict(), dtype=dtype)
+  return iah.IAH(backbone=backbone, num_classes=num_classes,
+                 bits_per_category=bits_per_category, semantic_bits=semantic_bits,
+                 reduced_maps=config.model.reduced_maps,
+                 spp_levels=tuple(config.model.spp_levels),
+                 output_bound=config.model.output_bound, dtype=dtype)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict,
+                           steps_per_epoch: int) -> optax.Schedule:
+  """Step schedule: lr * decay_factor ** floor(step / (decay_every_epochs * steps_per_epoch))."""
+  opt = config.optimizer
+  decay_steps = max(1, int(round(opt.decay_every_epochs * steps_per_epoch)))
+  schedule = optax.exponential_decay(opt.learning_rate, transition_steps=decay_steps,
+                                     decay_rate=opt.decay_factor, staircase=True)
+  if opt.warmup_steps:
+    warmup = optax.linear_schedule(0.0, opt.learning_rate, opt.warmup_steps)
+    schedule = optax.join_schedules([warmup, schedule], [opt.warmup_steps])
+  return schedule
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
+  """SGD with momentum (the paper's solver), optional decoupled weight decay."""
+  parts = []
+  if config.optimizer.weight_decay:
+    parts.append(optax.add_decayed_weights(config.optimizer.weight_decay))
+  parts.append(optax.sgd(schedule, momentum=config.optimizer.momentum))
+  return optax.chain(*parts)
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over all devices: the batch is split along `data`, parameters replicated."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  return Mesh(devices, ("data",))
+
+
+def _dummy_inputs(batch_size: int, image_size: int, num_proposals: int):
+  images = jnp.zeros((batch_size, image_size, image_size, 3), jnp.float32)
+  proposals = jnp.tile(jnp.asarray([0.0, 0.0, 1.0, 1.0]), (batch_size, num_proposals, 1))
+  return images, proposals
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       mesh: Mesh, image_size: int, num_proposals: int) -> TrainState:
+  """Initialises the state shape-first, then materialises it replicated over the mesh."""
+  def init(rng):
+    images, proposals = _dummy_inputs(1, image_size, num_proposals)
+    variables = model.init(rng, images, proposals, train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+  abstract = jax.eval_shape(init, rng)
+  replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), abstract)
+  return jax.jit(init, out_shardings=replicated)(rng)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def compute_losses(outputs: dict, labels: jax.Array, loss_config) -> dict:
+  """The IAH objective: label loss + semantic weighted triplet + category-aware triplet."""
+  label_loss = losses.label_probability_loss(outputs["label_logits"], labels)
+  semantic_loss = losses.weighted_triplet_loss(outputs["semantic_features"], labels,
+                                               margin=loss_config.semantic_margin)
+  category_loss = losses.category_triplet_loss(outputs["category_features"], labels,
+                                               margin=loss_config.category_margin)
+  total = (loss_config.label_weight * label_loss + loss_config.semantic_weight * semantic_loss
+           + loss_config.category_weight * category_loss)
+  return {"loss": total, "label_loss": label_loss, "semantic_loss": semantic_loss,
+          "category_loss": category_loss}
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, loss_config, mesh: Mesh) -> Callable:
+  """Returns the jit-compiled `(state, batch, rng) -> (state, metrics)` over `mesh`.
+
+  `batch` holds `image` [B, S, S, 3], `proposals` [B, N, 4], `labels` [B, c], sharded along the
+  mesh's `data` axis; the state is replicated and donated. The triplet losses see the whole global
+  batch (XLA inserts the cross-device communication), so the result does not depend on the
+  number of devices.
+  """
+  def train_step(state: TrainState, batch: dict, rng: jax.Array):
+    has_batch_stats = bool(jax.tree.leaves(state.batch_stats))
+
+    def loss_fn(params):
+      variables = {"params": params}
+      if has_batch_stats:
+        variables["batch_stats"] = state.batch_stats
+      outputs, updates = model.apply(
+          variables, batch["image"], batch["proposals"], train=True,
+          mutable=["batch_stats"] if has_batch_stats else [], rngs={"dropout": rng})
+      terms = compute_losses(outputs, batch["labels"], loss_config)
+      return terms["loss"], (terms, updates)
+
+    grads, (terms, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+        opt_state=opt_state,
+        batch_stats=updates["batch_stats"] if has_batch_stats else state.batch_stats)
+    terms["learning_rate"] = schedule(state.step)
+    terms["grad_norm"] = optax.global_norm(grads)
+    return new_state, terms
+
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.jit(train_step, donate_argnums=0,
+                 in_shardings=(replicated, _batch_sharding(mesh), replicated),
+                 out_shardings=(replicated, replicated))
+
+
+def make_encode_step(model: nn.Module, mesh: Mesh, output_bound: str) -> Callable:
+  """Returns the jit-compiled `(state, images, proposals) -> dict` of codes and probabilities."""
+  def encode_step(state: TrainState, images: jax.Array, proposals: jax.Array) -> dict:
+    variables = {"params": state.params}
+    if jax.tree.leaves(state.batch_stats):
+      variables["batch_stats"] = state.batch_stats
+    outputs = model.apply(variables, images, proposals, train=False)
+    return {
+        "semantic_codes": iah.binarize(outputs["semantic_features"], output_bound),
+        "category_codes": iah.category_codes(outputs["category_features"],
+                                             outputs["proposal_label_probs"], output_bound),
+        "label_probs": outputs["label_probs"],
+    }
+  replicated = NamedSharding(mesh, PartitionSpec())
+  data = _batch_sharding(mesh)
+  return jax.jit(encode_step, in_shardings=(replicated, data, data), out_shardings=data)
+
+
+def _batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def to_global(batch: dict, mesh: Mesh, keys=pipeline.MODEL_KEYS) -> dict:
+  """Host batches (this process's rows) -> global arrays sharded along `data`."""
+  sharding = _batch_sharding(mesh)
+  return {key: jax.make_array_from_process_local_data(sharding, np.asarray(batch[key]))
+          for key in keys}
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+  if batch_size % mesh.size:
+    raise ValueError(f"batch size {batch_size} is not divisible by the {mesh.size} devices of "
+                     "the mesh; choose a multiple of the device count")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_manager(directory: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
+                                         save_interval_steps=config.checkpoint_every, create=True)
+  return ocp.CheckpointManager(os.path.abspath(os.path.expanduser(directory)), options=options)
+
+
+def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState | None:
+  """The latest checkpoint restored into `state`'s structure and shardings, or None."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+# ----------------------------------------------------------------------------- training loop
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the message names the step."""
+
+
+def _check_finite(window: list[tuple[int, dict]]) -> None:
+  for step, terms in window:
+    values = {name: float(value) for name, value in jax.device_get(terms).items()}
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if bad:
+      raise NonFiniteLossError(
+          f"non-finite loss at step {step}: {bad} (all terms: {values}). Lower the learning "
+          "rate, check the inputs of that batch, or resume from the last checkpoint.")
+
+
+def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_dir: str,
+          mesh: Mesh, rng: jax.Array) -> TrainState:
+  """Trains `model` for config.num_train_steps (resuming from `run_dir`); returns the state."""
+  check_batch_size(config.batch_size, mesh)
+  num_train = pipeline.num_examples(builder, config.dataset.train_split)
+  steps_per_epoch = max(1, num_train // config.batch_size)
+  schedule = learning_rate_schedule(config, steps_per_epoch)
+  tx = make_optimizer(config, schedule)
+  num_proposals = builder.info.features[features.PROPOSALS].shape[0]
+  init_rng, train_rng = jax.random.split(rng)
+  state = create_train_state(model, tx, init_rng, mesh, config.dataset.image_size, num_proposals)
+  if config.model.pretrained:
+    state = _load_pretrained(state, config)
+
+  manager = checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
+  restored = restore_latest(manager, state)
+  if restored is not None:
+    state = restored
+    logging.info("resumed from %s at step %d", run_dir, int(state.step))
+  start_step = int(state.step)
+  if start_step >= config.num_train_steps:
+    manager.close()
+    return state
+
+  train_step = make_train_step(model, tx, schedule, config.loss, mesh)
+  # A resumed run reshuffles with a seed derived from its start step (not bit-identical to an
+  # uninterrupted run, but never replays the same order).
+  batches = pipeline.train_batches(
+      builder, split=config.dataset.train_split, global_batch_size=config.batch_size,
+      image_size=config.dataset.image_size, seed=config.seed + start_step,
+      shuffle_buffer=config.dataset.shuffle_buffer)
+  writer = _summary_writer(run_dir)
+  window: list[tuple[int, dict]] = []
+  progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, desc=os.path.basename(run_dir),
+                       unit="step", dynamic_ncols=True, mininterval=2.0)
+  window_start = time.perf_counter()
+  for step in range(start_step, config.num_train_steps):
+    batch = to_global(next(batches), mesh)
+    state, terms = train_step(state, batch, jax.random.fold_in(train_rng, step))
+    window.append((step, terms))
+    progress.update(1)
+    last_step = step + 1 == config.num_train_steps
+    if len(window) >= config.log_every or last_step:
+      _check_finite(window)
+      values = {name: float(value) for name, value in jax.device_get(window[-1][1]).items()}
+      elapsed = time.perf_counter() - window_start
+      values["steps_per_second"] = len(window) / max(elapsed, 1e-9)
+      progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['learning_rate']:.2g}")
+      logging.info("step %d: %s", step + 1,
+                   ", ".join(f"{name}={value:.4g}" for name, value in sorted(values.items())))
+      _write_scalars(writer, step + 1, values)
+      window, window_start = [], time.perf_counter()
+    manager.save(step + 1, args=ocp.args.StandardSave(state), force=last_step)
+  progress.close()
+  manager.wait_until_finished()
+  manager.close()
+  return state
+
+
+def _load_pretrained(state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
+  from iah_jax.models import pretrained
+  variables = pretrained.load({"params": state.params, "batch_stats": state.batch_stats},
+                              config.model.pretrained, prefix="backbone")
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+
+def _summary_writer(run_dir: str):
+  import tensorflow as tf  # TensorBoard event files; TF is already the data dependency
+  return tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+
+
+def _write_scalars(writer, step: int, values: dict) -> None:
+  import tensorflow as tf
+  with writer.as_default(step=step):
+    for name, value in values.items():
+      tf.summary.scalar(name, value)
+  writer.flush()
+
+
+# ----------------------------------------------------------------------------- encode, evaluate
+
+
+def encode_split(state: TrainState, encode_step: Callable, builder, split: str,
+                 config: ml_collections.ConfigDict, mesh: Mesh) -> dict:
+  """Codes, label probabilities and labels of every image of `split`, ordered by index."""
+  batch_size = config.eval.batch_size
+  batch_size += (-batch_size) % mesh.size   # every device gets the same number of rows
+  collected: dict[str, list] = {}
+  total = pipeline.num_examples(builder, split)
+  for batch in tqdm.tqdm(pipeline.eval_batches(builder, split=split, batch_size=batch_size,
+                                               image_size=config.dataset.image_size),
+                         total=math.ceil(total / batch_size), desc=f"encode {split}",
+                         unit="batch", dynamic_ncols=True, mininterval=2.0):
+    inputs = to_global(batch, mesh, keys=(features.IMAGE, features.PROPOSALS))
+    outputs = jax.device_get(encode_step(state, inputs[features.IMAGE],
+                                         inputs[features.PROPOSALS]))
+    real = batch["mask"]
+    outputs["labels"] = batch[features.LABELS]
+    outputs["index"] = batch[features.INDEX]
+    for name, value in outputs.items():
+      collected.setdefault(name, []).append(np.asarray(value)[real])
+  encoded = {name: np.concatenate(parts) for name, parts in collected.items()}
+  order = np.argsort(encoded["index"], kind="stable")
+  return {name: value[order] for name, value in encoded.items()}
+
+
+def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDict) -> dict:
+  """Semantic and category-aware retrieval metrics of one trained model."""
+  ks = tuple(int(k) for k in config.eval.ks)
+  semantic = metrics.retrieval_metrics(
+      queries["semantic_codes"], database["semantic_codes"], queries["labels"],
+      database["labels"], ks=ks, ties=config.eval.ties)
+  category = metrics.category_aware_metrics(
+      queries["category_codes"], database["category_codes"], queries["labels"],
+      database["labels"], ties=config.eval.ties)
+  return {"semantic": semantic, "category_aware": category}
+
+
+# ----------------------------------------------------------------------------- the whole job
+
+
+def load_dataset(config: ml_collections.ConfigDict):
+  """The TFDS builder named by the config, prepared (generated on first use) in data_dir."""
+  from iah_jax.data import registry
+  data_dir = os.path.expanduser(config.dataset.data_dir)
+  return registry.get_builder(config.dataset.name, data_dir, config=config.dataset.config,
+                              **config.dataset.options.to_dict())
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains one model per (q, b) pair, evaluates each restored model, writes results.json."""
+  config_lib.validate_config(config)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  mesh = make_mesh()
+  check_batch_size(config.batch_size, mesh)
+  builder = load_dataset(config)
+  num_classes = builder.info.features[features.LABELS].shape[0]
+  results: dict[str, Any] = {"semantic": {}, "category_aware": {}, "train_seconds": 0.0,
+                             "config": config.to_dict()}
+  rng = jax.random.PRNGKey(config.seed)
+  for run, (q, b) in enumerate(zip(config.semantic_bits, config.bits_per_category)):
+    run_dir = os.path.join(workdir, f"q{q}_b{b}")
+    model = build_model(config, num_classes, int(q), int(b))
+    started = time.perf_counter()
+    state = train(config, model=model, builder=builder, run_dir=run_dir, mesh=mesh,
+                  rng=jax.random.fold_in(rng, run))
+    results["train_seconds"] += time.perf_counter() - started
+    # Evaluate the restored final checkpoint, exactly what a user restoring it would get.
+    state = restore_latest(checkpoint_manager(os.path.join(run_dir, "checkpoints"), config),
+                           state) or state
+    encode_step = make_encode_step(model, mesh, config.model.output_bound)
+    database = encode_split(state, encode_step, builder, config.dataset.database_split, config,
+                            mesh)
+    queries = encode_split(state, encode_step, builder, config.dataset.query_split, config, mesh)
+    run_metrics = evaluate_run(database, queries, config)
+    results["semantic"][str(q)] = run_metrics["semantic"]
+    results["category_aware"][str(b)] = dict(run_metrics["category_aware"], run=f"q{q}_b{b}")
+  with open(os.path.join(workdir, "results.json"), "w") as file:
+    json.dump(results, file, indent=2, default=_json_default)
+  print(format_results(results))
+  return results
+
+
+def _json_default(value):
+  if isinstance(value, (np.integer, np.floating)):
+    return value.item()
+  if isinstance(value, (tuple, np.ndarray)):
+    return list(value)
+  raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def format_results(results: dict) -> str:
+  """A plain-text table of the semantic and category-aware metrics."""
+  lines = ["semantic hashing (queries vs database, Hamming ranking)"]
+  names = sorted({name for row in results["semantic"].values() for name in row},
+                 key=lambda name: (name not in ("map", "wmap"), name))
+  lines.append("  bits  " + "  ".join(f"{name:>10}" for name in names))
+  for bits, row in results["semantic"].items():
+    lines.append(f"  {bits:>4}  " + "  ".join(f"{row.get(name, float('nan')):>10.4f}"
+                                              for name in names))
+  lines.append("category-aware hashing (per-category MAP averaged over categories)")
+  for bits, row in results["category_aware"].items():
+    lines.append(f"  b={bits:>3}  map={row['map']:.4f}  ({row.get('run', '')})")
+  lines.append(f"train seconds: {results['train_seconds']:.1f}")
+  return "\n".join(lines)
