@@ -18,7 +18,8 @@ Pipeline for one image (:func:`selective_search_proposals`):
    order, whichever worker process computes it.
 3. Keep the first ``max_candidates`` boxes, drop boxes narrower or shorter than ``min_side`` (a
    fraction of the image side: tiny boxes map to less than one feature-map cell in SPP).
-4. Greedy NMS at IoU ``nms_iou`` in rank order, then the top N.
+4. Greedy NMS at IoU ``nms_iou`` in rank order (:func:`iah_jax.data.proposals.nms`), then the
+   top N.
 5. Row 0 is the whole image (0, 0, 1, 1) when ``include_whole_image`` (default): scene labels such as
    "sea" or "sunset" cover the whole frame, and cross-hypothesis max-pooling (eq. 1) then always has
    at least one proposal that sees every object.
@@ -97,54 +98,6 @@ def raw_selective_search(image: np.ndarray, mode: str = "fast", seed: int = 0) -
   return np.asarray(rects, dtype=np.int32).reshape(-1, 4)
 
 
-def box_iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-  """IoU of every pair, float32 [A, B], for (x0, y0, x1, y1) boxes [A, 4] and [B, 4].
-
-  Boxes of zero area have IoU 0 with everything (including themselves).
-  """
-  a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
-  b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
-  inter_w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) -
-                    np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-  inter_h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) -
-                    np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-  inter = inter_w * inter_h
-  area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-  area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-  union = area_a[:, None] + area_b[None, :] - inter
-  iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-  return iou.astype(np.float32)
-
-
-def greedy_nms(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
-  """Greedy non-maximum suppression of boxes already sorted best first.
-
-  A box is kept when its IoU with every previously kept box is <= ``iou_threshold``.
-
-  Args:
-    boxes: float [M, 4] (x0, y0, x1, y1), best first.
-    iou_threshold: in [0, 1].
-    max_keep: stop after this many kept boxes (None: no limit).
-
-  Returns:
-    int64 [K] indices into ``boxes`` of the kept boxes, in rank order.
-  """
-  if not 0.0 <= iou_threshold <= 1.0:
-    raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-  boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-  iou = box_iou_matrix(boxes, boxes)
-  kept: list[int] = []
-  suppressed = np.zeros(len(boxes), dtype=bool)
-  for i in range(len(boxes)):
-    if suppressed[i]:
-      continue
-    kept.append(i)
-    if max_keep is not None and len(kept) >= max_keep:
-      break
-    suppressed |= iou[i] > iou_threshold
-  return np.asarray(kept, dtype=np.int64)
-
-
 def pad_cyclically(boxes: np.ndarray, num_rows: int) -> np.ndarray:
   """Repeats the rows of ``boxes`` [K >= 1, 4] from the top until there are ``num_rows``."""
   boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
@@ -199,7 +152,10 @@ def selective_search_proposals(image: np.ndarray, num_proposals: int = 100, *,
     boxes = boxes[large]
     if include_whole_image:
       boxes = np.concatenate([WHOLE_IMAGE_BOX[None], boxes], axis=0)
-    kept = boxes[greedy_nms(boxes, nms_iou, max_keep=num_proposals)]
+    # NMS in rank order: the score of the k-th box is -k.
+    from iah_jax.data import proposals  # pylint: disable=g-import-not-at-top
+    ranks = -np.arange(len(boxes), dtype=np.float64)
+    kept = boxes[proposals.nms(boxes, ranks, nms_iou, max_output=num_proposals)]
   if len(kept) == 0:
     kept = WHOLE_IMAGE_BOX[None]
   return pad_cyclically(kept, num_proposals).astype(np.float32)
