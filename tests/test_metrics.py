@@ -131,3 +131,89 @@ def test_category_aware_matches_loop_reference():
   for g, w in zip(got["per_category_map"], want_per):
     assert (g is None and w is None) or g == pytest.approx(w, abs=1e-12)
   assert got["map"] == pytest.approx(want_map, abs=1e-12)
+
+
+def exhaustive_expected(dist_row, shared_row, ks, map_at):
+  """Average of the reference over every ordering inside every tie group (tiny cases only)."""
+  groups = {}
+  for i, v in enumerate(dist_row):
+    groups.setdefault(v, []).append(i)
+  keys = sorted(groups)
+  totals, count = {}, 0
+  for perms in itertools.product(*(itertools.permutations(groups[k]) for k in keys)):
+    order = [i for p in perms for i in p]
+    row = reference_query(dist_row, shared_row, ks, map_at, 2, order=order)
+    for key, value in row.items():
+      totals[key] = totals.get(key, 0.0) + value
+    count += 1
+  return {key: value / count for key, value in totals.items()}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_expected_ties_equal_exhaustive_average(seed):
+  rng = np.random.default_rng(seed)
+  nd = 7
+  q, d, ql, dl = random_case(rng, 3, nd, 2, 3, label_rate=0.5)   # 2 bits: large tie groups
+  ql[:, 0] = 1
+  dl[0, 0] = 1                                     # every query has a relevant item
+  got = metrics.retrieval_metrics(q, d, ql, dl, ks=(1, 3, 10), ties="expected", map_at=4,
+                                  per_query=True)
+  for qi in range(3):
+    dist = [int((q[qi] != d[i]).sum()) for i in range(nd)]
+    shared = [int((ql[qi] * dl[i]).sum()) for i in range(nd)]
+    want = exhaustive_expected(dist, shared, (1, 3, 10), 4)
+    for key in want:
+      if key.startswith(("precision", "recall")):
+        continue
+      assert got[key][qi] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_expected_ties_equal_mean_of_random_orders():
+  rng = np.random.default_rng(7)
+  q, d, ql, dl = random_case(rng, 20, 300, 6, 4, label_rate=0.3)
+  expected = metrics.retrieval_metrics(q, d, ql, dl, ks=(10, 100), ties="expected", map_at=50)
+  runs = [metrics.retrieval_metrics(q, d, ql, dl, ks=(10, 100), ties="random", map_at=50, seed=s)
+          for s in range(200)]
+  for key in ("map", "wmap", "ndcg@10", "ndcg@100", "acg@10", "map@50", "wmap@50"):
+    values = np.array([run[key] for run in runs])
+    stderr = values.std() / np.sqrt(len(values))
+    assert abs(values.mean() - expected[key]) < 4 * stderr + 1e-9, key
+  stable = metrics.retrieval_metrics(q, d, ql, dl, ks=(10, 100), map_at=50)
+  assert stable["map"] != expected["map"]          # the ties really matter here
+
+
+def test_ap_matches_sklearn_with_tie_free_scores():
+  rng = np.random.default_rng(11)
+  q, d, ql, dl = random_case(rng, 10, 200, 12, 5, label_rate=0.3)
+  got = metrics.retrieval_metrics(q, d, ql, dl, ks=(), per_query=True)
+  nd = len(d)
+  for qi in range(len(q)):
+    dist = (q[qi] != d).sum(1)
+    relevant = (ql[qi] * dl).sum(1) > 0
+    if not relevant.any():
+      assert np.isnan(got["map"][qi])
+      continue
+    score = -(dist * nd + np.arange(nd))           # stable ranking, no ties for sklearn
+    assert got["map"][qi] == pytest.approx(average_precision_score(relevant, score), abs=1e-12)
+
+
+@pytest.mark.parametrize("ties", ["stable", "expected"])
+def test_ndcg_matches_sklearn(ties):
+  rng = np.random.default_rng(5)
+  q, d, ql, dl = random_case(rng, 10, 150, 5, 6, label_rate=0.35)
+  ks = (1, 10, 100, 500)
+  got = metrics.retrieval_metrics(q, d, ql, dl, ks=ks, ties=ties, per_query=True)
+  nd = len(d)
+  for qi in range(len(q)):
+    dist = (q[qi] != d).sum(1)
+    gain = 2.0 ** (ql[qi] * dl).sum(1) - 1          # sklearn's gain is linear in y_true
+    if ties == "stable":
+      score, ignore_ties = -(dist * nd + np.arange(nd)), True
+    else:
+      score, ignore_ties = -dist, False             # sklearn averages over tie orderings
+    for k in ks:
+      want = ndcg_score(gain[None], score[None].astype(np.float64), k=k, ignore_ties=ignore_ties)
+      if gain.sum() == 0:
+        assert np.isnan(got[f"ndcg@{k}"][qi])
+      else:
+        assert got[f"ndcg@{k}"][qi] == pytest.approx(want, abs=1e-12), k
