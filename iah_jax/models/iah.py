@@ -86,9 +86,8 @@ class IAH(nn.Module):
     feature_map = self.backbone(images, train=train)
     feature_map = nn.relu(nn.Conv(self.reduced_maps, (1, 1), dtype=self.dtype,
                                   name="reduce_conv")(feature_map))
-    pooled = jax.vmap(ops.spp, in_axes=(0, 0, None))(
-        feature_map.astype(jnp.float32), proposals.astype(jnp.float32),
-        tuple(self.spp_levels))                                          # D: [B, N, d]
+    pooled = ops.batched_spp(feature_map.astype(jnp.float32), proposals.astype(jnp.float32),
+                             tuple(self.spp_levels))                     # D: [B, N, d]
 
     proposal_scores = nn.Dense(self.num_classes, dtype=self.dtype,
                                name="label_fc")(pooled).astype(jnp.float32)      # M

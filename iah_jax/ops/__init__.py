@@ -6,7 +6,7 @@
 """
 
 from iah_jax.ops.fusion import cross_hypothesis_pool, kronecker_fusion
-from iah_jax.ops.spp import spp, spp_bin_ranges, spp_output_dim
+from iah_jax.ops.pyramid_pooling import batched_spp, spp, spp_bin_ranges, spp_output_dim
 
-__all__ = ["spp", "spp_bin_ranges", "spp_output_dim", "cross_hypothesis_pool",
+__all__ = ["spp", "batched_spp", "spp_bin_ranges", "spp_output_dim", "cross_hypothesis_pool",
            "kronecker_fusion"]

@@ -1,0 +1,60 @@
+"""The tf.data pipeline: batches, order, padding, and clear errors for bad examples."""
+
+import numpy as np
+import pytest
+
+from iah_jax.data import pipeline
+from iah_jax.data import synthetic_scenes
+
+
+def good_batch():
+  return {"labels": np.array([[1, 0], [0, 1]], np.float32),
+          "proposals": np.array([[[0, 0, 1, 1]], [[0.2, 0.2, 0.5, 0.9]]], np.float32),
+          "image_id": np.array([b"a.jpg", b"b.jpg"])}
+
+
+def test_image_without_labels_is_a_clear_error_naming_it():
+  batch = good_batch()
+  batch["labels"][1] = 0
+  with pytest.raises(ValueError, match="'b.jpg' has no label"):
+    pipeline.validate_batch(batch)
+  pipeline.validate_batch(batch, require_labels=False)  # queries may be unlabelled
+
+
+@pytest.mark.parametrize("box, message", [([0.1, 0.1, 1.2, 0.5], "outside"),
+                                          ([-0.1, 0.1, 0.5, 0.5], "outside"),
+                                          ([0.6, 0.1, 0.5, 0.5], "x1 < x0"),
+                                          ([0.1, 0.6, 0.5, 0.5], "x1 < x0")])
+def test_bad_proposals_are_a_clear_error_naming_the_image(box, message):
+  batch = good_batch()
+  batch["proposals"][0, 0] = box
+  with pytest.raises(ValueError, match=f"'a.jpg'.*{message}"):
+    pipeline.validate_batch(batch)
+
+
+def test_train_batches_are_deterministic_for_a_seed(tiny_data_dir):
+  builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
+  def first_batches(seed):
+    batches = pipeline.train_batches(builder, split="train", global_batch_size=8, image_size=32,
+                                     seed=seed, shuffle_buffer=64)
+    return [next(batches) for _ in range(3)]
+  first, again, other = first_batches(1), first_batches(1), first_batches(2)
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a["index"], b["index"])
+    np.testing.assert_array_equal(a["image"], b["image"])
+  assert any(not np.array_equal(a["index"], b["index"]) for a, b in zip(first, other))
+  batch = first[0]
+  assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
+  assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+  assert batch["proposals"].shape == (8, 100, 4)
+  assert np.all(batch["labels"].sum(-1) >= 1)
+
+
+def test_eval_batches_cover_the_split_once_in_order_with_padding(tiny_data_dir):
+  builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
+  batches = list(pipeline.eval_batches(builder, split="test", batch_size=12, image_size=32))
+  assert [len(b["mask"]) for b in batches] == [12, 12, 12]
+  indices = np.concatenate([b["index"][b["mask"]] for b in batches])
+  np.testing.assert_array_equal(np.sort(indices), np.arange(32))
+  assert batches[-1]["mask"].sum() == 32 - 24
+  assert batches[-1]["image"].shape[0] == 12
