@@ -9,9 +9,9 @@ Names: "voc2007", "voc2012", "mirflickr25k", "coco2014", "coco2017", "nuswide", 
 an unknown option is an error), and "synthetic_scenes" (the embedded dataset, handed to
 :func:`iah_jax.data.synthetic_scenes.load_builder`).
 
-The config name under ``data_dir`` is derived from the dataset name and a hash of every option that
-changes the data (``data_path`` made absolute; not ``num_workers`` / ``progress`` /
-``proposal_cache_dir``), so the same options find the same prepared files and different options
+The config name under ``data_dir`` is derived from the dataset name and a hash of every config field
+that changes the data, defaults included (``data_path`` made absolute; not ``num_workers`` /
+``progress`` / ``proposal_cache_dir``), so the same options find the same prepared files and different options
 never overwrite each other.
 """
 
@@ -55,7 +55,7 @@ def _canonical(value):
 
 
 def config_name(name: str, options: dict) -> str:
-  """'<name>-<12 hex digits>' from the options that change the prepared data."""
+  """'<name>-<12 hex digits>' from the options that change the prepared data (all but run-only)."""
   identity = {k: _canonical(v) for k, v in sorted(options.items()) if k not in _RUN_ONLY_OPTIONS}
   digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
   return f"{name}-{digest[:12]}"
@@ -80,7 +80,12 @@ def make_config(name: str, **options):
   for key, value in options.items():
     if isinstance(value, list):  # dataclass fields hold tuples (hashable, immutable)
       options[key] = tuple(value)
-  return config_class(name=config_name(name, options), description=f"{name} {options}", **options)
+  config = config_class(name=name, **options)
+  # Every field enters the name, defaults included: a changed default never reuses stale files.
+  identity = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+              if f.name not in _RESERVED}
+  return dataclasses.replace(config, name=config_name(name, identity),
+                             description=f"{name} {options}")
 
 
 def get_builder(name: str, data_dir: str, prepare: bool = True,
