@@ -49,6 +49,9 @@ class ImageListConfig(base.MultiLabelConfig):
     if self.class_names and self.num_classes and len(self.class_names) != self.num_classes:
       raise ValueError(f"class_names lists {len(self.class_names)} names but num_classes is "
                        f"{self.num_classes}")
+    if self.database_split in (self.train_split, self.test_split):
+      raise ValueError(f"database_split {self.database_split!r} must differ from the train and "
+                       "test split names")
 
   def resolve(self, path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(self.data_path, path)

@@ -190,6 +190,7 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     num_classes = self._num_classes()
     skips = prepare.SkipCounts()
     labelled = []
+    counted_unlabelled = set()  # an image listed twice (image lists) is counted once
     for record in records:
       if record.labels.shape != (num_classes,):
         raise ValueError(f"{self.name}: image {record.image_id!r} has labels of shape "
@@ -199,7 +200,8 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
       elif config.unlabelled_policy == "error":
         raise ValueError(f"{self.name}: image {record.image_id!r} has no label "
                          "(unlabelled_policy='error'; use 'skip' to count and leave such images out)")
-      else:
+      elif record.image_id not in counted_unlabelled:
+        counted_unlabelled.add(record.image_id)
         skips.add("unlabelled", record.image_id)
 
     # Several records may share a file (an image listed twice); proposals are computed once.

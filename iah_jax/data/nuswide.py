@@ -99,7 +99,7 @@ def select_concepts(all_concepts: list[str], all_labels: np.ndarray, num_concept
                      f"only {len(all_concepts)}")
   if num_concepts == len(all_concepts):
     return list(range(len(all_concepts)))
-  counts = all_labels.sum(axis=0)
+  counts = all_labels.sum(axis=0, dtype=np.int64)  # signed: it is negated below
   # Stable sort on -count keeps Concepts81 order among ties.
   most_frequent = np.argsort(-counts, kind="stable")[:num_concepts]
   return sorted(int(i) for i in most_frequent)
