@@ -5,3 +5,4 @@ from iah_jax.retrieval.packing import hamming_distances_packed
 from iah_jax.retrieval.packing import num_words
 from iah_jax.retrieval.packing import pack_codes
 from iah_jax.retrieval.packing import unpack_codes
+from iah_jax.retrieval.hamming_index import HammingIndex
