@@ -76,18 +76,30 @@ def test_max_pool_ceil_matches_loop_reference(size, window, stride, padding, exp
     )
 
 
-def test_max_pool_ceil_matches_torch_on_a_grid():
+def test_max_pool_ceil_and_its_gradient_match_torch_on_a_grid():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
-    for height in range(4, 14):
-        width = height + 3
+    for height, width in [(4, 7), (5, 5), (6, 9), (7, 8), (8, 11), (11, 14), (13, 12)]:
         for window, stride, padding in [(3, 2, 0), (2, 2, 0), (3, 1, 1), (4, 3, 2)]:
             x = rng.standard_normal((2, 3, height, width)).astype(np.float32)
-            expected = torch.nn.functional.max_pool2d(
-                torch.from_numpy(x), window, stride, padding, ceil_mode=True
-            ).numpy()
-            got = max_pool_ceil(jnp.asarray(x.transpose(0, 2, 3, 1)), window, stride, padding)
-            np.testing.assert_array_equal(np.asarray(got).transpose(0, 3, 1, 2), expected)
+            x_torch = torch.from_numpy(x).requires_grad_(True)
+            pooled_torch = torch.nn.functional.max_pool2d(
+                x_torch, window, stride, padding, ceil_mode=True
+            )
+            cotangent = rng.standard_normal(pooled_torch.shape).astype(np.float32)
+            (pooled_torch * torch.from_numpy(cotangent)).sum().backward()
+
+            def weighted_sum(x_nhwc):
+                pooled = max_pool_ceil(x_nhwc, window, stride, padding)
+                return jnp.sum(pooled * cotangent.transpose(0, 2, 3, 1)), pooled
+
+            grad, pooled = jax.jit(jax.grad(weighted_sum, has_aux=True))(x.transpose(0, 2, 3, 1))
+            np.testing.assert_array_equal(
+                np.asarray(pooled).transpose(0, 3, 1, 2), pooled_torch.detach().numpy()
+            )
+            np.testing.assert_allclose(
+                np.asarray(grad).transpose(0, 3, 1, 2), x_torch.grad.numpy(), atol=1e-6
+            )
 
 
 def test_max_pool_ceil_rejects_too_small_input():

@@ -84,10 +84,11 @@ def max_pool_ceil(x: jax.Array, window: int, stride: int, padding: int = 0) -> j
         # A negative high pad means the last input rows are covered by no window; reduce_window
         # accepts negative padding and crops them, which is exactly torch's behaviour.
         pads.append((padding, high))
-    neg_inf = jnp.array(-jnp.inf, dtype=x.dtype)
+    # The init value must be a Python scalar: only then does JAX recognise the (max, -inf)
+    # monoid and emit a differentiable reduce_window_max (an array init is not differentiable).
     return jax.lax.reduce_window(
         x,
-        neg_inf,
+        -jnp.inf,
         jax.lax.max,
         window_dimensions=(1, window, window, 1),
         window_strides=(1, stride, stride, 1),
