@@ -412,7 +412,7 @@ def _evaluate(distance_block, n_queries, nd, query_labels_f, db_labels_f, ks, ti
 def retrieval_metrics(query_codes, db_codes, query_labels, db_labels, ks=(100, 1000),
                       ties: str = "stable", no_relevant: str = "skip", map_at: int | None = None,
                       radius: int = 2, seed: int = 0, block_elements: int | None = None,
-                      per_query: bool = False) -> dict:
+                      per_query: bool = False, query_weights=None) -> dict:
   """All IAH metrics for Hamming ranking of the database for each query (see module docstring).
 
   Args:
@@ -425,6 +425,10 @@ def retrieval_metrics(query_codes, db_codes, query_labels, db_labels, ks=(100, 1
     radius: Hamming radius for `precision@r{radius}` / `recall@r{radius}` (default 2).
     block_elements: queries are processed in blocks of about this many query x database entries.
     per_query: return the per-query arrays [nq] (NaN where undefined) instead of the averages.
+    query_weights: optional float [nq, bits] per-query bit weights (QaDWH): rank by the weighted
+      Hamming distance sum_k w_k [bits differ] instead (computed in float32 bit by bit in a fixed
+      order, exactly as `iah_jax.retrieval.weighted`); ties are exactly equal weighted
+      distances, and `radius` then thresholds the weighted distance.
 
   Returns:
     {"map", "wmap", "ndcg@K", "acg@K" for K in ks, ["map@R", "wmap@R"], "precision@r2",
@@ -433,11 +437,27 @@ def retrieval_metrics(query_codes, db_codes, query_labels, db_labels, ks=(100, 1
   ks = _check_options(ties, no_relevant, ks, map_at)
   query_codes, db_codes, query_labels_f, db_labels_f = _check_query_db(
       query_codes, db_codes, query_labels, db_labels)
+  if query_weights is not None:
+    weights = np.asarray(query_weights, np.float32)
+    if weights.shape != query_codes.shape or not np.all(np.isfinite(weights)):
+      raise ValueError(f"query_weights must be finite floats [nq, bits] = {query_codes.shape}, "
+                       f"got {weights.shape}")
+    return _evaluate(lambda a, b: _weighted_block(query_codes[a:b], db_codes, weights[a:b]),
+                     query_codes.shape[0], db_codes.shape[0], query_labels_f, db_labels_f, ks,
+                     ties, no_relevant, map_at, radius, seed, block_elements, per_query)
   query_words, db_words, bits = _packed(query_codes), _packed(db_codes), query_codes.shape[1]
   return _evaluate(lambda a, b: _popcount_block(query_words[a:b], db_words, np.bitwise_xor, bits),
                    query_codes.shape[0], db_codes.shape[0], query_labels_f, db_labels_f, ks, ties,
                    no_relevant, map_at, radius, seed, block_elements, per_query,
                    num_distance_values=bits + 1)
+
+
+def _weighted_block(query_codes, db_codes, weights) -> np.ndarray:
+  """float32 [b, nd] weighted Hamming distances, summed bit by bit in order k = 0, 1, ..."""
+  dist = np.zeros((query_codes.shape[0], db_codes.shape[0]), np.float32)
+  for k in range(query_codes.shape[1]):
+    dist += weights[:, k, None] * (query_codes[:, k, None] != db_codes[None, :, k])
+  return dist
 
 
 def ranking_metrics_from_distances(distances, query_labels, db_labels, ks=(100, 1000),

@@ -1,8 +1,19 @@
-"""Retrieval: bit packing, Hamming / weighted-Hamming search, category-aware tables."""
+"""Retrieval: bit packing, Hamming / weighted-Hamming search, category-aware tables.
 
+- `pack_codes` / `unpack_codes`: {0,1} codes <-> uint8 / uint32 / uint64 words (LSB first).
+- `HammingIndex(db_codes, backend="jax" | "faiss").search(query_codes, k) -> (distances, ids)`:
+  exact, ties by ascending id; save / load to a no-pickle .npz.
+- `weighted_hamming_search`, `query_adaptive_weights` (QaDWH): per-query bit weights.
+- `CategoryTables` (IAH section IV): per-category tables, results grouped by category.
+"""
+
+from iah_jax.retrieval.category_tables import CategoryTables
+from iah_jax.retrieval.hamming_index import HammingIndex
 from iah_jax.retrieval.packing import check_codes
 from iah_jax.retrieval.packing import hamming_distances_packed
 from iah_jax.retrieval.packing import num_words
 from iah_jax.retrieval.packing import pack_codes
 from iah_jax.retrieval.packing import unpack_codes
-from iah_jax.retrieval.hamming_index import HammingIndex
+from iah_jax.retrieval.weighted import query_adaptive_weights
+from iah_jax.retrieval.weighted import weighted_hamming_distances
+from iah_jax.retrieval.weighted import weighted_hamming_search
