@@ -217,3 +217,135 @@ def test_ndcg_matches_sklearn(ties):
         assert np.isnan(got[f"ndcg@{k}"][qi])
       else:
         assert got[f"ndcg@{k}"][qi] == pytest.approx(want, abs=1e-12), k
+
+
+def test_float_distance_path_equals_hamming_path_for_every_tie_mode():
+  rng = np.random.default_rng(13)
+  q, d, ql, dl = random_case(rng, 9, 120, 5, 4, label_rate=0.4)
+  dist = (q[:, None, :] != d[None, :, :]).sum(-1).astype(np.float64) * 0.5   # same ties
+  for ties in ("stable", "expected"):       # ("random" draws its tie keys differently)
+    a = metrics.retrieval_metrics(q, d, ql, dl, ks=(3, 50), ties=ties, map_at=20, radius=1,
+                                  seed=4)
+    b = metrics.ranking_metrics_from_distances(dist, ql, dl, ks=(3, 50), ties=ties, map_at=20,
+                                               radius=0.5, seed=4)
+    for key in a:
+      other = key.replace("@r1", "@r0.5")
+      assert b[other] == pytest.approx(a[key], abs=1e-12), (ties, key)
+
+
+def test_random_ties_depend_on_seed_only_and_blocks_do_not_matter():
+  rng = np.random.default_rng(17)
+  q, d, ql, dl = random_case(rng, 30, 200, 4, 4, label_rate=0.4)
+  a = metrics.retrieval_metrics(q, d, ql, dl, ties="random", seed=1)
+  b = metrics.retrieval_metrics(q, d, ql, dl, ties="random", seed=1)
+  c = metrics.retrieval_metrics(q, d, ql, dl, ties="random", seed=2)
+  assert a == b and a["map"] != c["map"]
+  for ties in ("stable", "expected"):
+    small = metrics.retrieval_metrics(q, d, ql, dl, ties=ties, map_at=30, block_elements=1)
+    large = metrics.retrieval_metrics(q, d, ql, dl, ties=ties, map_at=30, block_elements=10 ** 9)
+    for key in small:
+      assert small[key] == pytest.approx(large[key], abs=1e-12)
+
+
+def test_weighted_ranking_metrics_equal_metrics_of_the_weighted_distances():
+  rng = np.random.default_rng(19)
+  q, d, ql, dl = random_case(rng, 8, 90, 10, 4, label_rate=0.4)
+  weights = rng.random((8, 10)).astype(np.float32)
+  got = metrics.retrieval_metrics(q, d, ql, dl, ks=(10,), query_weights=weights, per_query=True)
+  dist = np.array([[sum(float(weights[i, b]) for b in range(10) if q[i, b] != d[n, b])
+                    for n in range(90)] for i in range(8)])
+  for i in range(8):
+    shared = (ql[i] * dl).sum(1)
+    want = reference_query(list(dist[i]), list(shared), (10,), None, 2,
+                           order=list(np.argsort(dist[i], kind="stable")))
+    assert got["map"][i] == pytest.approx(want["map"], abs=1e-12) or np.isnan(want["map"])
+    assert got["ndcg@10"][i] == pytest.approx(want["ndcg@10"], abs=1e-12) or np.isnan(
+        want["ndcg@10"])
+  unit = metrics.retrieval_metrics(q, d, ql, dl, ks=(10,), query_weights=np.ones((8, 10)))
+  plain = metrics.retrieval_metrics(q, d, ql, dl, ks=(10,))
+  for key in plain:
+    assert unit[key] == pytest.approx(plain[key], abs=1e-12), key
+
+
+def test_pr_curve_matches_loop():
+  rng = np.random.default_rng(23)
+  q, d, ql, dl = random_case(rng, 7, 60, 6, 3, label_rate=0.3)
+  ql[0] = 0
+  curve = metrics.hamming_pr_curve(q, d, ql, dl)
+  np.testing.assert_array_equal(curve["radius"], np.arange(7))
+  for h in range(7):
+    precisions, recalls = [], []
+    for i in range(7):
+      dist = (q[i] != d).sum(1)
+      relevant = (ql[i] * dl).sum(1) > 0
+      retrieved = dist <= h
+      precisions.append((relevant & retrieved).sum() / retrieved.sum() if retrieved.any() else 0.0)
+      if relevant.any():
+        recalls.append((relevant & retrieved).sum() / relevant.sum())
+    assert curve["precision"][h] == pytest.approx(np.mean(precisions), abs=1e-12)
+    assert curve["recall"][h] == pytest.approx(np.mean(recalls), abs=1e-12)
+  assert curve["recall"][-1] == pytest.approx(1.0)
+  radius2 = metrics.retrieval_metrics(q, d, ql, dl, ks=())
+  assert radius2["precision@r2"] == pytest.approx(curve["precision"][2], abs=1e-12)
+  assert radius2["recall@r2"] == pytest.approx(curve["recall"][2], abs=1e-12)
+
+
+def test_category_aware_thresholded_variant_matches_loop():
+  rng = np.random.default_rng(29)
+  nq, nd, c, b = 12, 40, 3, 3
+  q = rng.integers(0, 2, (nq, c, b))
+  d = rng.integers(0, 2, (nd, c, b))
+  ql = (rng.random((nq, c)) < 0.5).astype(np.uint8)
+  dl = (rng.random((nd, c)) < 0.5).astype(np.uint8)
+  qp, dp = rng.random((nq, c)), rng.random((nd, c))
+  got = metrics.category_aware_metrics(q, d, ql, dl, query_probs=qp, db_probs=dp, threshold=0.3)
+  for j in range(c):
+    aps = []
+    table = [i for i in range(nd) if dp[i, j] >= 0.3]
+    n_pos = int(dl[:, j].sum())
+    for i in range(nq):
+      if not ql[i, j]:
+        continue
+      if qp[i, j] < 0.3:
+        aps.append(0.0)
+        continue
+      ranked = sorted(table, key=lambda n: (int((q[i, j] != d[n, j]).sum()), n))
+      hits, ap = 0, 0.0
+      for rank, n in enumerate(ranked, start=1):
+        if dl[n, j]:
+          hits += 1
+          ap += hits / rank
+      aps.append(ap / n_pos)
+    assert got["per_category_map"][j] == pytest.approx(np.mean(aps), abs=1e-12)
+
+
+def test_metrics_bad_input():
+  rng = np.random.default_rng(31)
+  q, d, ql, dl = random_case(rng, 4, 10, 8, 3)
+  call = metrics.retrieval_metrics
+  with pytest.raises(ValueError, match="only 0 and 1"):
+    call(q * 2, d, ql, dl)
+  with pytest.raises(ValueError, match="bits"):
+    call(q[:, :7], d, ql, dl)
+  with pytest.raises(ValueError, match="empty"):
+    call(q, d[:0], ql, dl[:0])
+  with pytest.raises(ValueError, match="rows"):
+    call(q, d, ql[:3], dl)
+  with pytest.raises(ValueError, match="categories"):
+    call(q, d, ql[:, :2], dl)
+  bad_labels = ql.copy()
+  bad_labels[0, 0] = 3
+  with pytest.raises(ValueError, match="multi-hot"):
+    call(q, d, bad_labels, dl)
+  with pytest.raises(ValueError, match="positive"):
+    call(q, d, ql, dl, ks=(0,))
+  with pytest.raises(ValueError, match="positive"):
+    call(q, d, ql, dl, map_at=-5)
+  with pytest.raises(ValueError, match="ties"):
+    call(q, d, ql, dl, ties="pessimistic")
+  with pytest.raises(ValueError, match="no_relevant"):
+    call(q, d, ql, dl, no_relevant="drop")
+  with pytest.raises(ValueError, match="query_weights"):
+    call(q, d, ql, dl, query_weights=np.ones((4, 7)))
+  with pytest.raises(ValueError, match=r"\[n, c, b\]"):
+    metrics.category_aware_metrics(q, d, ql, dl)
