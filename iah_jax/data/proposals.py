@@ -62,8 +62,11 @@ def box_iou(boxes_a, boxes_b) -> np.ndarray:
     float64 [n, m]. Boxes with x1 < x0 or y1 < y0 count as empty; a pair whose union has zero
     area (two zero-area boxes) has IoU 0.
   """
-  a = _as_boxes(boxes_a, "boxes_a")
-  b = _as_boxes(boxes_b, "boxes_b")
+  return _pairwise_iou(_as_boxes(boxes_a, "boxes_a"), _as_boxes(boxes_b, "boxes_b"))
+
+
+def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """`box_iou` without input checks, in the dtype of the inputs (for the NMS inner loop)."""
   area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
   area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
   inter_w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
@@ -106,15 +109,15 @@ def nms(boxes, scores, iou_threshold: float, max_output: int | None = None) -> n
   # matrix. Same result as the one-at-a-time loop, but the work stops at the block holding the
   # last box needed, which matters when only the top few of thousands of windows are wanted.
   kept: list[int] = []
-  block_size = 128
+  block_size = 64
   for start in range(0, order.shape[0], block_size):
     if len(kept) >= limit:
       break
     block = sorted_boxes[start:start + block_size]
     alive = np.ones(block.shape[0], dtype=bool)
     if kept:
-      alive &= (box_iou(sorted_boxes[kept], block) <= iou_threshold).all(0)
-    suppresses = box_iou(block, block) > iou_threshold
+      alive &= (_pairwise_iou(sorted_boxes[kept], block) <= iou_threshold).all(0)
+    suppresses = _pairwise_iou(block, block) > iou_threshold
     for i in np.flatnonzero(alive):
       if not alive[i]:
         continue
