@@ -161,7 +161,9 @@ class PreparationReport:
     num_computed: items computed in this run.
     skips: items without proposals, by reason (missing_file / corrupt_image).
     ready_ids: ids that have proposals in the cache, in input order.
-    compute_seconds: summed per-image time (decode + proposals) of the computed items.
+    compute_seconds: summed per-image wall time (decode + proposals) of the computed items.
+    cpu_seconds: summed per-image CPU time of the computed items: the per-core cost, which stays
+      right when other processes share the cores (wall time then grows).
     wall_seconds: elapsed time of the whole call.
     num_workers: processes used (0 = in this process).
   """
@@ -171,16 +173,18 @@ class PreparationReport:
   skips: SkipCounts
   ready_ids: list[str]
   compute_seconds: float
+  cpu_seconds: float
   wall_seconds: float
   num_workers: int
 
   @property
   def seconds_per_image(self) -> float:
-    """Mean time per computed image on one core (nan when nothing was computed)."""
-    return self.compute_seconds / self.num_computed if self.num_computed else float("nan")
+    """Mean CPU time per computed image, i.e. on one core (nan when nothing was computed)."""
+    return self.cpu_seconds / self.num_computed if self.num_computed else float("nan")
 
   def format(self) -> str:
-    timing = (f"{self.seconds_per_image:.3f} s/image per core, "
+    timing = (f"{self.seconds_per_image:.3f} CPU s/image per core, "
+              f"{self.compute_seconds / max(self.num_computed, 1):.3f} s/image wall per process, "
               f"{self.num_computed / max(self.wall_seconds, 1e-9):.1f} images/s over "
               f"{max(self.num_workers, 1)} process(es)" if self.num_computed else "nothing to compute")
     return (f"proposals: {self.num_items} items, {self.num_cached} cached, {self.num_computed} "
@@ -234,26 +238,27 @@ def _check_or_write_settings(directory: Path, settings: ProposalSettings) -> Non
     os.replace(tmp, path)
 
 
-def _compute_one(job: tuple[int, str, str], settings: ProposalSettings) -> tuple[int, str, float]:
-  """Decodes one image, computes and stores its proposals -> (position, status, seconds).
+def _compute_one(job: tuple[int, str, str], settings: ProposalSettings
+                 ) -> tuple[int, str, float, float]:
+  """Decodes one image, computes and stores its proposals -> (position, status, wall s, CPU s).
 
   status is "ok" or a skip reason; runs in worker processes, so it must stay picklable.
   """
   from iah_jax.data import images  # pylint: disable=g-import-not-at-top
   position, image_path, target = job
-  start = time.perf_counter()
+  start, start_cpu = time.perf_counter(), time.process_time()
   try:
     image = images.read_image(image_path)
   except FileNotFoundError:
-    return position, "missing_file", time.perf_counter() - start
+    return position, "missing_file", 0.0, 0.0
   except images.CorruptImageError:
-    return position, "corrupt_image", time.perf_counter() - start
+    return position, "corrupt_image", 0.0, 0.0
   boxes = settings.compute(image)
   # Write to a temporary name and rename: an interrupted run never leaves a partial file.
   tmp = f"{target}.tmp{os.getpid()}.npy"
   np.save(tmp, boxes)
   os.replace(tmp, target)
-  return position, "ok", time.perf_counter() - start
+  return position, "ok", time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def _init_worker() -> None:
@@ -325,8 +330,7 @@ def prepare_proposals(items: Sequence[tuple[str, str | os.PathLike]],
   if num_workers <= 1 or len(jobs) < 2 * num_workers:
     num_workers = 0
   skips = SkipCounts()
-  compute_seconds = 0.0
-  num_computed = 0
+  totals = {"computed": 0, "wall": 0.0, "cpu": 0.0}
   compute = functools.partial(_compute_one, settings=settings)
   with _progress(len(jobs), description, progress) as bar:
     if num_workers:
@@ -334,31 +338,32 @@ def prepare_proposals(items: Sequence[tuple[str, str | os.PathLike]],
       chunksize = max(1, min(16, len(jobs) // (4 * num_workers)))
       with context.Pool(num_workers, initializer=_init_worker) as pool:
         results: Iterable = pool.imap_unordered(compute, jobs, chunksize=chunksize)
-        for position, status, seconds in results:
-          num_computed, compute_seconds = _record(
-              position, status, seconds, items, ready, skips, num_computed, compute_seconds)
+        for result in results:
+          _record(result, items, ready, skips, totals)
           bar.update(1)
     else:
       for job in jobs:
-        position, status, seconds = compute(job)
-        num_computed, compute_seconds = _record(
-            position, status, seconds, items, ready, skips, num_computed, compute_seconds)
+        _record(compute(job), items, ready, skips, totals)
         bar.update(1)
 
   report = PreparationReport(
-      num_items=len(items), num_cached=num_cached, num_computed=num_computed, skips=skips,
+      num_items=len(items), num_cached=num_cached, num_computed=totals["computed"], skips=skips,
       ready_ids=[image_id for (image_id, _), ok in zip(items, ready) if ok],
-      compute_seconds=compute_seconds, wall_seconds=time.perf_counter() - start,
+      compute_seconds=totals["wall"], cpu_seconds=totals["cpu"],
+      wall_seconds=time.perf_counter() - start,
       num_workers=num_workers)
   if verbose:
     print(report.format(), flush=True)
   return report
 
 
-def _record(position, status, seconds, items, ready, skips, num_computed, compute_seconds):
-  """Books one worker result; returns the updated (num_computed, compute_seconds)."""
+def _record(result, items, ready, skips, totals) -> None:
+  """Books one worker result (position, status, wall s, CPU s) into ready / skips / totals."""
+  position, status, wall, cpu = result
   if status == "ok":
     ready[position] = True
-    return num_computed + 1, compute_seconds + seconds
-  skips.add(status, items[position][0])
-  return num_computed, compute_seconds
+    totals["computed"] += 1
+    totals["wall"] += wall
+    totals["cpu"] += cpu
+  else:
+    skips.add(status, items[position][0])
