@@ -30,6 +30,12 @@ Scene rules (all sizes relative to the image side S):
 - object boxes: the bounding box of the object's visible pixels (those where it is the topmost
   object with coverage >= 0.5), as (x0, y0, x1, y1) fractions of the image side.
 
+Default config (seed 0): 1.93 objects and 1.79 distinct labels per training image; a random
+ranking of the train split for the test queries (relevant = sharing >= 1 label) has MAP 0.28.
+Note that codes equal to the +-1 label vectors, ranked by Hamming distance, reach only MAP 0.81
+(an image with many labels is far from everything), so hash codes must do better than copying
+the labels. benchmarks/proposal_recall.py prints these figures.
+
 Determinism: example `index` of split `split` is rendered from its own generator seeded with
 (seed, crc32(split), index), so examples do not depend on generation order, and the same seed
 gives byte-identical examples. Proposals come from `proposals.generic_proposals`, which reads
