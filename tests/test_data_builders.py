@@ -24,7 +24,6 @@ from iah_jax.data import image_list
 from iah_jax.data import mirflickr
 from iah_jax.data import multilabel_builder
 from iah_jax.data import nuswide
-from iah_jax.data import prepare
 from iah_jax.data import registry
 from iah_jax.data import selective_search
 from iah_jax.data import voc
