@@ -6,10 +6,13 @@
 Resumes automatically from the checkpoints in --workdir.
 """
 
+import logging
+
 from absl import app
 from absl import flags
-from absl import logging
+from absl import logging as absl_logging
 from ml_collections import config_flags
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from iah_jax import train
 
@@ -23,8 +26,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  # Our progress and metrics at INFO; the libraries' (orbax, TFDS) chatter only from WARNING.
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  logger = logging.getLogger("iah_jax")
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+  with logging_redirect_tqdm(loggers=[logger]):  # log lines above the progress bar
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

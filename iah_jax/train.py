@@ -14,7 +14,8 @@ import os
 import time
 from typing import Any, Callable
 
-from absl import logging
+import logging
+
 import flax
 import flax.linen as nn
 import jax
@@ -33,6 +34,8 @@ from iah_jax.data import features
 from iah_jax.data import pipeline
 from iah_jax.models import backbones
 from iah_jax.models import iah
+
+logger = logging.getLogger("iah_jax")
 
 
 @flax.struct.dataclass
@@ -249,7 +252,7 @@ def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_d
   restored = restore_latest(manager, state)
   if restored is not None:
     state = restored
-    logging.info("resumed from %s at step %d", run_dir, int(state.step))
+    logger.info("resumed from %s at step %d", run_dir, int(state.step))
   start_step = int(state.step)
   if start_step >= config.num_train_steps:
     manager.close()
@@ -279,7 +282,7 @@ def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_d
       elapsed = time.perf_counter() - window_start
       values["steps_per_second"] = len(window) / max(elapsed, 1e-9)
       progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['learning_rate']:.2g}")
-      logging.info("step %d: %s", step + 1,
+      logger.info("step %d: %s", step + 1,
                    ", ".join(f"{name}={value:.4g}" for name, value in sorted(values.items())))
       _write_scalars(writer, step + 1, values)
       window, window_start = [], time.perf_counter()
@@ -406,7 +409,8 @@ def _json_default(value):
 def format_results(results: dict) -> str:
   """A plain-text table of the semantic and category-aware metrics."""
   lines = ["semantic hashing (queries vs database, Hamming ranking)"]
-  names = sorted({name for row in results["semantic"].values() for name in row},
+  names = sorted({name for row in results["semantic"].values() for name in row
+                  if name in ("map", "wmap") or name.startswith(("ndcg@", "acg@"))},
                  key=lambda name: (name not in ("map", "wmap"), name))
   lines.append("  bits  " + "  ".join(f"{name:>10}" for name in names))
   for bits, row in results["semantic"].items():

@@ -47,6 +47,8 @@ def _preprocess(image_size: int):
 
 def _read(builder: tfds.core.DatasetBuilder, split: str, shuffle_files: bool, seed: int):
   read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+  # Ordered datasets (disable_shuffling) refuse file shuffling; the example shuffle still mixes.
+  shuffle_files = shuffle_files and not builder.info.disable_shuffling
   return builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config,
                             decoders={features.IMAGE: tfds.decode.SkipDecoding()})
 

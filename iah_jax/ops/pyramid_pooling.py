@@ -25,6 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
+_EDGE_TOLERANCE = 1e-4  # in feature cells
+
+
 def spp_output_dim(channels: int, levels: Sequence[int] = (4, 3, 2, 1)) -> int:
   """Length of one box's SPP vector: C * sum(l * l)."""
   return channels * sum(level * level for level in levels)
@@ -53,8 +56,10 @@ def spp_bin_ranges(boxes: jax.Array, height: int, width: int,
     def cell_ranges(low, high, size):
       low_cells, high_cells = low[:, None] * size, high[:, None] * size
       step = (high_cells - low_cells) / level
-      start = jnp.floor(low_cells + fractions * step).astype(jnp.int32)
-      end = jnp.ceil(low_cells + (fractions + 1) * step).astype(jnp.int32) - 1
+      # Float32 rounding can push an exact cell edge (e.g. 7 * (3 / 7)) just past the integer;
+      # a tolerance far below one cell keeps edges exact without moving any other bin.
+      start = jnp.floor(low_cells + fractions * step + _EDGE_TOLERANCE).astype(jnp.int32)
+      end = jnp.ceil(low_cells + (fractions + 1) * step - _EDGE_TOLERANCE).astype(jnp.int32) - 1
       start = jnp.clip(start, 0, size - 1)
       end = jnp.maximum(jnp.clip(end, 0, size - 1), start)
       return start, end  # [N, level]
