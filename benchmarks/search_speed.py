@@ -24,13 +24,15 @@ from iah_jax.retrieval import HammingIndex  # noqa: E402
 
 
 def best_time(fn, repeats: int):
-  times = []
+  """(best wall seconds, best process CPU seconds over all threads, last output)."""
+  walls, cpus = [], []
   out = None
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     out = fn()
-    times.append(time.perf_counter() - start)
-  return min(times), out
+    walls.append(time.perf_counter() - start)
+    cpus.append(time.process_time() - start_cpu)
+  return min(walls), min(cpus), out
 
 
 def main():
@@ -61,23 +63,36 @@ def main():
   start = time.perf_counter()
   jax_index.search(query_codes, args.k)          # compiles
   warmup = time.perf_counter() - start
-  jax_time, (jax_dist, jax_ids) = best_time(lambda: jax_index.search(query_codes, args.k),
-                                            args.repeats)
-  faiss_time, (faiss_dist, faiss_ids) = best_time(
+  jax_time, jax_cpu, (jax_dist, jax_ids) = best_time(
+      lambda: jax_index.search(query_codes, args.k), args.repeats)
+  faiss_threads = faiss.omp_get_max_threads()
+  faiss_time, faiss_cpu, (faiss_dist, faiss_ids) = best_time(
       lambda: faiss_index.search(query_codes, args.k), args.repeats)
+  # On a shared machine OpenMP threads spin while waiting for a core; one thread shows faiss's
+  # own cost without that.
+  faiss.omp_set_num_threads(1)
+  faiss1_time, faiss1_cpu, _ = best_time(lambda: faiss_index.search(query_codes, args.k),
+                                         args.repeats)
+  faiss.omp_set_num_threads(faiss_threads)
 
   same_dist = np.array_equal(jax_dist, faiss_dist)
   same_ids = np.array_equal(jax_ids, faiss_ids)
   memory = jax_index.memory_bytes
   expected_codes = args.num_db * args.bits // 8
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, "
-        f"faiss threads: {faiss.omp_get_max_threads()}, cpu cores: {os.cpu_count()}")
+        f"faiss threads: {faiss_threads}, cpu cores: {os.cpu_count()}, "
+        f"load average: {os.getloadavg()[0]:.1f}")
   print(f"database {args.num_db} x {args.bits} bits, {args.num_queries} queries, top-{args.k}")
   print(f"build: jax {jax_build:.3f} s, faiss {faiss_build:.3f} s; jax first search (compile) "
         f"{warmup:.3f} s")
-  print(f"jax   search: {jax_time:.3f} s  ({1e3 * jax_time / args.num_queries:.3f} ms/query)")
-  print(f"faiss search: {faiss_time:.3f} s  ({1e3 * faiss_time / args.num_queries:.3f} ms/query)")
-  print(f"ratio faiss_time / jax_time = {faiss_time / jax_time:.2f}")
+  print(f"jax   search: {jax_time:.3f} s wall ({1e3 * jax_time / args.num_queries:.3f} ms/query), "
+        f"{jax_cpu:.3f} s CPU")
+  print(f"faiss search: {faiss_time:.3f} s wall ({1e3 * faiss_time / args.num_queries:.3f} "
+        f"ms/query), {faiss_cpu:.3f} s CPU  [{faiss_threads} threads]")
+  print(f"faiss search: {faiss1_time:.3f} s wall, {faiss1_cpu:.3f} s CPU  [1 thread]")
+  print(f"ratio faiss_time / jax_time = {faiss_time / jax_time:.2f} (wall, default threads); "
+        f"{faiss1_time / jax_time:.2f} vs 1-thread faiss; CPU-time ratio "
+        f"{faiss1_cpu / jax_cpu:.2f} (1-thread faiss CPU / jax CPU)")
   print(f"identical distances: {same_dist}, identical ids: {same_ids}")
   print(f"jax index memory: packed codes {memory['codes'] / 1e6:.3f} MB (unpadded "
         f"{expected_codes / 1e6:.3f} MB), ids {memory['ids'] / 1e6:.3f} MB")
