@@ -2,8 +2,8 @@
 
 NumPy arrays in, Python floats out. Every ranking is "database sorted by distance to the query";
 queries are processed in blocks so the largest temporary is a [query block, database] array
-(`block_elements` entries, default 2**22), never a dense all-pairs matrix: 10k queries x 1M items
-runs in a few GB.
+(`block_elements` entries, default 2**16, at least one query), never a dense all-pairs matrix:
+10k queries x 1M items needs a few hundred MB.
 
 Definitions (r(j) = number of labels shared by the query and the j-th result, j 1-based;
 rel(j) = [r(j) >= 1]; N_pos = number of relevant database items):
@@ -24,6 +24,8 @@ Options:
 - ties: "stable" (default; ties in distance ranked by ascending database index, the order the
   data pipeline reads the split in), "random" (uniformly random order inside each tie, `seed`),
   "expected" (the exact expectation over all orderings inside every tie group; closed forms below).
+  "random" draws one independent order per query (32-bit random tie keys; two tied items draw the
+  same key with probability 2^-32).
 - no_relevant: queries with no relevant database item have AP, wAP, NDCG and recall equal to 0/0.
   "skip" (default) leaves them out of those averages: no ranking could change their score, so
   counting them measures the dataset (unlabelled images), not the hash; "zero" counts them as 0,
@@ -42,7 +44,10 @@ a uniformly random order of the group, the item at rank j = s + t (t = 1..n):
   m-1 relevant items with probability (m-1)/(n-1); dividing by j gives the expected AP summand;
 - E[rel(j) * sum_{i<=j} r(i)] = (m/n) Rsum + S/n + (t-1)(m-1) S / (n(n-1)), by the same argument
   (pairs of distinct items: sum_{a != b} rel(a) r(b) = (m-1) S); dividing by j gives the wAP summand.
-AP and wAP are linear in these summands, so their expectations are exact. For map@R the
+AP and wAP are linear in these summands, so their expectations are exact. Summed over a group
+they need only harmonic numbers H: sum_t 1/(s+t) = H(s+n) - H(s) and sum_t (t-1)/(s+t) =
+n - (s+1)(H(s+n) - H(s)), so "expected" works on per-query histograms over distance values
+(bits + 1 bins) without sorting at all. For map@R the
 normaliser (relevant in top R) is random only through the group straddling rank R: with u of its
 n slots inside the top R, the number X of its relevant items there is hypergeometric(n, m, u), and
 given X = x the first u slots are a uniformly random arrangement of x relevant items, so the same
@@ -50,8 +55,6 @@ closed forms apply with (n, m, S) -> (u, x, x S / m); the expectation sums over 
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from scipy import special

@@ -65,6 +65,7 @@ def test_packed_hamming_equals_loop():
     (8, 3000, 8, 4),       # 8 bits: huge tie groups
     (13, 700, 8, 64),      # chunk-only selection (too few chunks for groups)
     (33, 37, 32, 16),      # database smaller than one block: direct path
+    (5, 1, 32, 16),        # a 1-item database
 ])
 def test_jax_search_equals_brute_force(bits, nd, chunk, group):
   rng = np.random.default_rng(bits + nd)
@@ -75,6 +76,7 @@ def test_jax_search_equals_brute_force(bits, nd, chunk, group):
   for k in (1, 50, nd):
     dist, ids = index.search(queries, k)
     want_dist, want_ids = brute_force(queries, db, k)
+    assert dist.shape == (21, min(k, nd))
     assert dist.dtype == np.int32 and ids.dtype == np.int64
     np.testing.assert_array_equal(dist, want_dist)
     np.testing.assert_array_equal(ids, want_ids)

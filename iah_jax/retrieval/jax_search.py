@@ -138,7 +138,12 @@ def shard_length(num_items: int, num_devices: int, chunk: int, group: int) -> in
 
 def check_key_range(bits: int, shard_len: int, k: int, chunk: int, group: int, devices: int):
   """Raises ValueError if an int32 key distance * n + position could overflow."""
-  largest_n = max(shard_len, k * max(chunk, group), devices * k)
+  k = min(k, shard_len)
+  if k * chunk >= shard_len:                      # direct path: keys over the whole shard
+    largest_n = shard_len
+  else:                                           # block minima, candidates, device merge
+    largest_n = max(shard_len // chunk, k * group, k * chunk)
+  largest_n = max(largest_n, devices * k)
   if (bits + 2) * largest_n > INT32_MAX:
     raise ValueError(f"{shard_len} items per device at {bits} bits overflow the int32 selection "
                      f"keys; shard the database over more devices or split it")
