@@ -17,6 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
   """All keys with their defaults (the embedded synthetic dataset, small CPU backbone)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.method = "iah"                        # see iah_jax.methods
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "synthetic_scenes"     # see iah_jax.data.registry
@@ -26,6 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.dataset.train_split = "train"
   config.dataset.database_split = "train"      # paper protocol: the training images are the database
   config.dataset.query_split = "test"          # held-out queries
+  # Model selection: e.g. train_split "train[:90%]", validation_split "train[90%:]" (queries
+  # against train_split); "" = no selection, the final checkpoint is evaluated.
+  config.dataset.validation_split = ""
   config.dataset.image_size = 64               # images are resized to image_size x image_size
   config.dataset.shuffle_buffer = 4096
 
@@ -67,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 128
   config.eval.ks = (100,)                      # NDCG@k / ACG@k cut-offs
   config.eval.ties = "stable"                  # Hamming ties by database index
+  config.eval.every_steps = 0                  # validation interval (0: only at the end)
   return config
 
 
@@ -84,6 +89,9 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   unknown = sorted(set(_keys(config)) - known)
   if unknown:
     raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
+  from iah_jax import methods  # late: methods import the models
+  if config.method not in methods.method_names():
+    raise ValueError(f"unknown method {config.method!r}; known: {list(methods.method_names())}")
   if len(config.semantic_bits) != len(config.bits_per_category):
     raise ValueError("semantic_bits and bits_per_category must have the same length (one model "
                      f"per pair), got {config.semantic_bits} and {config.bits_per_category}")

@@ -28,12 +28,11 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from iah_jax import config as config_lib
-from iah_jax import losses
+from iah_jax import methods
 from iah_jax import metrics
 from iah_jax.data import features
 from iah_jax.data import pipeline
 from iah_jax.models import backbones
-from iah_jax.models import iah
 
 logger = logging.getLogger("iah_jax")
 
@@ -51,15 +50,13 @@ class TrainState:
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, semantic_bits: int,
-                bits_per_category: int) -> iah.IAH:
-  dtype = jnp.dtype(config.model.dtype)
+                bits_per_category: int) -> nn.Module:
+  """The network of `config.method` on the configured backbone."""
   backbone = backbones.build_backbone(config.model.backbone,
-                                      config.model.backbone_options.to_dict(), dtype=dtype)
-  return iah.IAH(backbone=backbone, num_classes=num_classes,
-                 bits_per_category=bits_per_category, semantic_bits=semantic_bits,
-                 reduced_maps=config.model.reduced_maps,
-                 spp_levels=tuple(config.model.spp_levels),
-                 output_bound=config.model.output_bound, dtype=dtype)
+                                      config.model.backbone_options.to_dict(),
+                                      dtype=jnp.dtype(config.model.dtype))
+  return methods.get_method(config.method).build_model(config, num_classes, semantic_bits,
+                                                       bits_per_category, backbone)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict,
@@ -113,21 +110,9 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
 # ----------------------------------------------------------------------------- steps
 
 
-def compute_losses(outputs: dict, labels: jax.Array, loss_config) -> dict:
-  """The IAH objective: label loss + semantic weighted triplet + category-aware triplet."""
-  label_loss = losses.label_probability_loss(outputs["label_logits"], labels)
-  semantic_loss = losses.weighted_triplet_loss(outputs["semantic_features"], labels,
-                                               margin=loss_config.semantic_margin)
-  category_loss = losses.category_triplet_loss(outputs["category_features"], labels,
-                                               margin=loss_config.category_margin)
-  total = (loss_config.label_weight * label_loss + loss_config.semantic_weight * semantic_loss
-           + loss_config.category_weight * category_loss)
-  return {"loss": total, "label_loss": label_loss, "semantic_loss": semantic_loss,
-          "category_loss": category_loss}
-
-
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, loss_config, mesh: Mesh) -> Callable:
+                    schedule: optax.Schedule, config: ml_collections.ConfigDict,
+                    mesh: Mesh) -> Callable:
   """Returns the jit-compiled `(state, batch, rng) -> (state, metrics)` over `mesh`.
 
   `batch` holds `image` [B, S, S, 3], `proposals` [B, N, 4], `labels` [B, c], sharded along the
@@ -135,6 +120,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   batch (XLA inserts the cross-device communication), so the result does not depend on the
   number of devices.
   """
+  compute_losses = methods.get_method(config.method).compute_losses
+  loss_config = config.loss
+
   def train_step(state: TrainState, batch: dict, rng: jax.Array):
     has_batch_stats = bool(jax.tree.leaves(state.batch_stats))
 
@@ -164,19 +152,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                  out_shardings=(replicated, replicated))
 
 
-def make_encode_step(model: nn.Module, mesh: Mesh, output_bound: str) -> Callable:
-  """Returns the jit-compiled `(state, images, proposals) -> dict` of codes and probabilities."""
+def make_encode_step(model: nn.Module, mesh: Mesh, config: ml_collections.ConfigDict) -> Callable:
+  """Returns the jit-compiled `(state, images, proposals) -> dict` of codes and probabilities
+  (what `config.method`'s `encode` returns)."""
+  encode = methods.get_method(config.method).encode
+
   def encode_step(state: TrainState, images: jax.Array, proposals: jax.Array) -> dict:
     variables = {"params": state.params}
     if jax.tree.leaves(state.batch_stats):
       variables["batch_stats"] = state.batch_stats
-    outputs = model.apply(variables, images, proposals, train=False)
-    return {
-        "semantic_codes": iah.binarize(outputs["semantic_features"], output_bound),
-        "category_codes": iah.category_codes(outputs["category_features"],
-                                             outputs["proposal_label_probs"], output_bound),
-        "label_probs": outputs["label_probs"],
-    }
+    return encode(model.apply(variables, images, proposals, train=False), config)
   replicated = NamedSharding(mesh, PartitionSpec())
   data = _batch_sharding(mesh)
   return jax.jit(encode_step, in_shardings=(replicated, data, data), out_shardings=data)
@@ -203,14 +188,21 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 
 
 def checkpoint_manager(directory: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
-                                         save_interval_steps=config.checkpoint_every, create=True)
+  """Keeps the latest checkpoints, or with a validation split the best by validation MAP."""
+  selecting = bool(config.dataset.validation_split)
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=config.keep_checkpoints,
+      save_interval_steps=_validation_interval(config) if selecting else config.checkpoint_every,
+      best_fn=(lambda saved: saved[VALIDATION_METRIC]) if selecting else None, best_mode="max",
+      create=True)
   return ocp.CheckpointManager(os.path.abspath(os.path.expanduser(directory)), options=options)
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState | None:
-  """The latest checkpoint restored into `state`'s structure and shardings, or None."""
-  step = manager.latest_step()
+def restore_latest(manager: ocp.CheckpointManager, state: TrainState,
+                   best: bool = False) -> TrainState | None:
+  """The latest (or, with `best`, the best-by-validation) checkpoint restored into `state`'s
+  structure and shardings, or None when there is none."""
+  step = (manager.best_step() if best else None) or manager.latest_step()
   if step is None:
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
@@ -218,6 +210,13 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainSt
 
 
 # ----------------------------------------------------------------------------- training loop
+
+
+VALIDATION_METRIC = "validation_map"
+
+
+def _validation_interval(config: ml_collections.ConfigDict) -> int:
+  return config.eval.every_steps or config.num_train_steps
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -236,7 +235,12 @@ def _check_finite(window: list[tuple[int, dict]]) -> None:
 
 def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_dir: str,
           mesh: Mesh, rng: jax.Array) -> TrainState:
-  """Trains `model` for config.num_train_steps (resuming from `run_dir`); returns the state."""
+  """Trains `model` for config.num_train_steps (resuming from `run_dir`); returns the state.
+
+  With `config.dataset.validation_split` set, every `config.eval.every_steps` (and at the end)
+  the validation images are encoded as queries against the training split as database; the
+  checkpoints kept are the best by that semantic MAP (model selection never sees the queries).
+  """
   check_batch_size(config.batch_size, mesh)
   num_train = pipeline.num_examples(builder, config.dataset.train_split)
   steps_per_epoch = max(1, num_train // config.batch_size)
@@ -258,7 +262,8 @@ def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_d
     manager.close()
     return state
 
-  train_step = make_train_step(model, tx, schedule, config.loss, mesh)
+  train_step = make_train_step(model, tx, schedule, config, mesh)
+  validate = _validator(config, model, builder, mesh) if config.dataset.validation_split else None
   # A resumed run reshuffles with a seed derived from its start step (not bit-identical to an
   # uninterrupted run, but never replays the same order).
   batches = pipeline.train_batches(
@@ -286,11 +291,32 @@ def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_d
                    ", ".join(f"{name}={value:.4g}" for name, value in sorted(values.items())))
       _write_scalars(writer, step + 1, values)
       window, window_start = [], time.perf_counter()
-    manager.save(step + 1, args=ocp.args.StandardSave(state), force=last_step)
+    if validate is None:
+      manager.save(step + 1, args=ocp.args.StandardSave(state), force=last_step)
+    elif (step + 1) % _validation_interval(config) == 0 or last_step:
+      score = validate(state)
+      logger.info("step %d: %s=%.4f", step + 1, VALIDATION_METRIC, score)
+      _write_scalars(writer, step + 1, {VALIDATION_METRIC: score})
+      manager.save(step + 1, args=ocp.args.StandardSave(state),
+                   metrics={VALIDATION_METRIC: score}, force=True)
   progress.close()
   manager.wait_until_finished()
   manager.close()
   return state
+
+
+def _validator(config: ml_collections.ConfigDict, model: nn.Module, builder,
+               mesh: Mesh) -> Callable[[TrainState], float]:
+  """state -> semantic MAP of the validation split (queries) against the training split."""
+  encode_step = make_encode_step(model, mesh, config)
+  def validate(state: TrainState) -> float:
+    database = encode_split(state, encode_step, builder, config.dataset.train_split, config, mesh)
+    queries = encode_split(state, encode_step, builder, config.dataset.validation_split, config,
+                           mesh)
+    return metrics.retrieval_metrics(queries["semantic_codes"], database["semantic_codes"],
+                                     queries["labels"], database["labels"], ks=(),
+                                     ties=config.eval.ties)["map"]
+  return validate
 
 
 def _load_pretrained(state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
@@ -318,7 +344,11 @@ def _write_scalars(writer, step: int, values: dict) -> None:
 
 def encode_split(state: TrainState, encode_step: Callable, builder, split: str,
                  config: ml_collections.ConfigDict, mesh: Mesh) -> dict:
-  """Codes, label probabilities and labels of every image of `split`, ordered by index."""
+  """Codes, label probabilities and labels of every image of `split`, ordered by index.
+
+  Rows come in stored order (TFDS slices such as "train[90%:]" included); `index` is the
+  example's position in its full split.
+  """
   batch_size = config.eval.batch_size
   batch_size += (-batch_size) % mesh.size   # every device gets the same number of rows
   collected: dict[str, list] = {}
@@ -341,15 +371,16 @@ def encode_split(state: TrainState, encode_step: Callable, builder, split: str,
 
 
 def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDict) -> dict:
-  """Semantic and category-aware retrieval metrics of one trained model."""
+  """Semantic (and, where the method has them, category-aware) retrieval metrics."""
   ks = tuple(int(k) for k in config.eval.ks)
-  semantic = metrics.retrieval_metrics(
+  results = {"semantic": metrics.retrieval_metrics(
       queries["semantic_codes"], database["semantic_codes"], queries["labels"],
-      database["labels"], ks=ks, ties=config.eval.ties)
-  category = metrics.category_aware_metrics(
-      queries["category_codes"], database["category_codes"], queries["labels"],
-      database["labels"], ties=config.eval.ties)
-  return {"semantic": semantic, "category_aware": category}
+      database["labels"], ks=ks, ties=config.eval.ties)}
+  if "category_codes" in queries:
+    results["category_aware"] = metrics.category_aware_metrics(
+        queries["category_codes"], database["category_codes"], queries["labels"],
+        database["labels"], ties=config.eval.ties)
+  return results
 
 
 # ----------------------------------------------------------------------------- the whole job
@@ -372,7 +403,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_batch_size(config.batch_size, mesh)
   builder = load_dataset(config)
   num_classes = builder.info.features[features.LABELS].shape[0]
-  results: dict[str, Any] = {"semantic": {}, "category_aware": {}, "train_seconds": 0.0,
+  results: dict[str, Any] = {"method": config.method, "semantic": {}, "category_aware": {},
+                             "train_seconds": 0.0,
                              "config": config.to_dict()}
   rng = jax.random.PRNGKey(config.seed)
   for run, (q, b) in enumerate(zip(config.semantic_bits, config.bits_per_category)):
@@ -382,16 +414,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = train(config, model=model, builder=builder, run_dir=run_dir, mesh=mesh,
                   rng=jax.random.fold_in(rng, run))
     results["train_seconds"] += time.perf_counter() - started
-    # Evaluate the restored final checkpoint, exactly what a user restoring it would get.
+    # Evaluate the restored checkpoint (the final one, or the best on the validation split),
+    # exactly what a user restoring it would get.
     state = restore_latest(checkpoint_manager(os.path.join(run_dir, "checkpoints"), config),
-                           state) or state
-    encode_step = make_encode_step(model, mesh, config.model.output_bound)
+                           state, best=bool(config.dataset.validation_split)) or state
+    encode_step = make_encode_step(model, mesh, config)
     database = encode_split(state, encode_step, builder, config.dataset.database_split, config,
                             mesh)
     queries = encode_split(state, encode_step, builder, config.dataset.query_split, config, mesh)
     run_metrics = evaluate_run(database, queries, config)
     results["semantic"][str(q)] = run_metrics["semantic"]
-    results["category_aware"][str(b)] = dict(run_metrics["category_aware"], run=f"q{q}_b{b}")
+    if "category_aware" in run_metrics:
+      results["category_aware"][str(b)] = dict(run_metrics["category_aware"], run=f"q{q}_b{b}")
   with open(os.path.join(workdir, "results.json"), "w") as file:
     json.dump(results, file, indent=2, default=_json_default)
   print(format_results(results))

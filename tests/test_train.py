@@ -55,7 +55,7 @@ def build(config, num_classes=5, image_size=16, num_proposals=6, mesh=None, seed
   tx = train.make_optimizer(config, schedule)
   state = train.create_train_state(model, tx, jax.random.PRNGKey(seed), mesh, image_size,
                                    num_proposals)
-  step = train.make_train_step(model, tx, schedule, config.loss, mesh)
+  step = train.make_train_step(model, tx, schedule, config, mesh)
   return model, state, step, mesh
 
 
@@ -162,7 +162,7 @@ def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir)
   workdir = tmp_path / "run"
   results = train.train_and_evaluate(config, str(workdir))
   written = json.loads((workdir / "results.json").read_text())
-  assert set(written) == {"semantic", "category_aware", "train_seconds", "config"}
+  assert set(written) == {"method", "semantic", "category_aware", "train_seconds", "config"}
   semantic = written["semantic"]["8"]
   assert {"map", "wmap", "ndcg@10", "acg@10"} <= set(semantic)
   assert 0.0 <= semantic["map"] <= 1.0

@@ -39,7 +39,9 @@ def spp_bin_ranges(boxes: jax.Array, height: int, width: int,
 
   With the box mapped to feature cells bx0 = x0 * W, bx1 = x1 * W, bin i of n along x covers cells
   floor(bx0 + i (bx1 - bx0) / n) .. ceil(bx0 + (i + 1)(bx1 - bx0) / n) - 1, clipped to [0, W - 1]
-  and at least one cell wide (same along y with H).
+  and at least one cell wide (same along y with H). Computed in float32 with edges within 1e-4
+  cells of a whole cell snapped to it, so boxes on cell edges (and fractions like 7/13 that
+  float32 cannot store) give the bins exact arithmetic gives.
 
   Args:
     boxes: [N, 4] (x0, y0, x1, y1) in [0, 1].
@@ -55,11 +57,12 @@ def spp_bin_ranges(boxes: jax.Array, height: int, width: int,
     fractions = np.arange(level, dtype=np.float32)  # bin index i as a constant
     def cell_ranges(low, high, size):
       low_cells, high_cells = low[:, None] * size, high[:, None] * size
-      step = (high_cells - low_cells) / level
-      # Float32 rounding can push an exact cell edge (e.g. 7 * (3 / 7)) just past the integer;
-      # a tolerance far below one cell keeps edges exact without moving any other bin.
-      start = jnp.floor(low_cells + fractions * step + _EDGE_TOLERANCE).astype(jnp.int32)
-      end = jnp.ceil(low_cells + (fractions + 1) * step - _EDGE_TOLERANCE).astype(jnp.int32) - 1
+      extent = high_cells - low_cells
+      # Multiplying before dividing keeps edges that fall on whole cells exact in float32, and
+      # a tolerance far below one cell absorbs the rounding of box fractions such as 7 / 13.
+      start = jnp.floor(low_cells + extent * fractions / level + _EDGE_TOLERANCE)
+      end = jnp.ceil(low_cells + extent * (fractions + 1) / level - _EDGE_TOLERANCE) - 1
+      start, end = start.astype(jnp.int32), end.astype(jnp.int32)
       start = jnp.clip(start, 0, size - 1)
       end = jnp.maximum(jnp.clip(end, 0, size - 1), start)
       return start, end  # [N, level]
