@@ -297,19 +297,23 @@ def _dense_tie_groups(dist: np.ndarray) -> tuple[np.ndarray, int]:
   return groups, dist.shape[1]
 
 
-def _ordered_terms(dist, shared, ties, ks, map_at, rng):
-  """AP / wAP numerators, DCG@k, ACG@k, top-R values of the actual (stable or random) ranking."""
+def _ordered_terms(dist, shared, ties, ks, map_at, rng, binary_relevance=False):
+  """AP / wAP numerators, DCG@k, ACG@k, top-R values of the actual (stable or random) ranking.
+
+  binary_relevance: `shared` is 0/1, so r = rel and the wAP sums equal the AP sums (saves passes).
+  """
   b, nd = shared.shape
   order = _rank(dist, ties, rng)
   r = np.take_along_axis(shared, order, axis=1)
   rel = r > 0
   inv_rank = 1.0 / np.arange(1, nd + 1, dtype=np.float64)
   cum_rel = np.cumsum(rel, axis=1, dtype=np.int32)
-  cum_r = np.cumsum(r, axis=1, dtype=np.int32)
+  cum_r = cum_rel if binary_relevance else np.cumsum(r, axis=1, dtype=np.int32)
   # rel(j) * P@j * j and rel(j) * ACG@j * j; dot with 1/j sums them (BLAS, no float temporaries).
   ap_terms = np.multiply(cum_rel, rel, dtype=np.float64)
-  wap_terms = np.multiply(cum_r, rel, dtype=np.float64)
-  out = {"ap_num": ap_terms @ inv_rank, "wap_num": wap_terms @ inv_rank,
+  wap_terms = ap_terms if binary_relevance else np.multiply(cum_r, rel, dtype=np.float64)
+  ap_num = ap_terms @ inv_rank
+  out = {"ap_num": ap_num, "wap_num": ap_num if binary_relevance else wap_terms @ inv_rank,
          "n_pos": cum_rel[:, -1].astype(np.float64)}
   if ks:
     k_max = min(max(ks), nd)
@@ -329,7 +333,7 @@ def _ordered_terms(dist, shared, ties, ks, map_at, rng):
 
 
 def _block_metrics(dist, shared, ties, ks, map_at, radius, rng, n_pos_total=None,
-                   num_distance_values=None):
+                   num_distance_values=None, binary_relevance=False):
   """Per-query metric arrays for one block. dist, shared: [b, nd]. Undefined entries are NaN.
 
   num_distance_values: distances are integers in [0, num_distance_values) (Hamming: bits + 1),
@@ -343,7 +347,7 @@ def _block_metrics(dist, shared, ties, ks, map_at, radius, rng, n_pos_total=None
       groups, num_groups = dist, num_distance_values
     terms = _expected_terms(groups, num_groups, shared, ks, map_at, need_gain=bool(ks))
   else:
-    terms = _ordered_terms(dist, shared, ties, ks, map_at, rng)
+    terms = _ordered_terms(dist, shared, ties, ks, map_at, rng, binary_relevance)
   n_pos = terms["n_pos"] if n_pos_total is None else np.asarray(n_pos_total, np.float64)
   has_pos = n_pos > 0
   safe_pos = np.where(has_pos, n_pos, 1.0)
@@ -629,6 +633,6 @@ def _category_aps(query_piece, db_piece, db_rel, ties, rng, block_elements, n_po
     shared = np.broadcast_to(db_rel.T.astype(np.uint8), dist.shape)
     n_pos = np.full(stop - start, n_pos_total)
     out = _block_metrics(dist, shared, ties, (), None, 0, rng, n_pos_total=n_pos,
-                         num_distance_values=bits + 1)
+                         num_distance_values=bits + 1, binary_relevance=True)
     aps.append(out["map"])
   return np.concatenate(aps)
