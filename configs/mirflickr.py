@@ -1,0 +1,100 @@
+"""IAH at paper scale on MIRFLICKR-25K, 38 labels (Lai et al. 2016, section V): GoogLeNet, N = 100.
+
+  python -m iah_jax.main --config configs/mirflickr.py --workdir runs/mirflickr \
+      --config.dataset.options.data_path=/data/mirflickr25k \
+      --config.model.pretrained=googlenet.npz
+
+Data: extract mirflickr25k.zip and mirflickr25k_annotations_v080.zip side by side, so that
+`data_path` holds mirflickr/im1.jpg ... im25000.jpg and mirflickr25k_annotations_v080/<concept>.txt
+(and <concept>_r1.txt). The first run prepares the TFDS files under `config.dataset.data_dir`
+(~/tensorflow_datasets): N = 100 selective-search proposals per image on every core (cached), then
+the records; later runs reuse them. Labels: the paper's 38 (the 24 "potential" concepts, then the
+14 "relevant" `_r1` ones; order in iah_jax/data/mirflickr.py). Images without any label (a few
+thousand of the 25,000) are skipped and counted in the preparation log (`unlabelled_policy`), as
+the hashing literature does (~20,000 labelled images remain); 2000 random queries form split
+"test", the rest (~18,000) are the training set and the retrieval database (split "train").
+MIRFLICKR has no object boxes, so "difficult" objects do not arise.
+
+ImageNet weights (the paper fine-tunes a pretrained GoogLeNet): convert torchvision's `googlenet`
+state_dict once, on any machine with torch,
+
+  python -c "import torch, torchvision; torch.save(torchvision.models.googlenet(
+      weights='IMAGENET1K_V1').state_dict(), 'googlenet.pth')"
+  python -m iah_jax.convert.torchvision_googlenet --pth googlenet.pth --out googlenet.npz
+
+(the file torchvision caches, ~/.cache/torch/hub/checkpoints/googlenet-1378be20.pth, works as
+--pth too), then pass --config.model.pretrained=googlenet.npz: the backbone is loaded strictly, the
+IAH head starts from its random init. Training and loading need neither torch nor the network.
+Without the flag the backbone trains from scratch, which is not the paper's setting.
+
+Schedule: ~18,000 // 32 = ~560 steps per epoch, so 15,000 steps are ~27 epochs and the paper's
+"lr / 10 every 30 epochs" never triggers: the whole run is at lr 1e-4 (kept as the paper states
+it). One model is trained per (q, b) pair: 4 x 15,000 steps.
+
+Expected run time (an estimate from the network's FLOPs, not measured: this project has no GPU):
+as configs/voc07.py, ~30-60 ms per step on one V100-class GPU in float32 (~10-25 ms on an A100
+with 8+ CPU cores decoding JPEGs), ~10-15 min per model, ~1 h for the four. Preparing the data
+(once): selective search at ~0.13 CPU-s per image, ~55 CPU-min for 25,000 images (~7 min on 8
+cores). On a 2-core CPU use configs/default.py.
+
+Mixed precision (GPU/TPU): --config.model.dtype=bfloat16 computes in bfloat16 with float32
+parameters, BatchNorm statistics and losses. Keep float32 on CPU.
+At scale (several GPUs or hosts, TPU pods): see launch/README.md.
+"""
+
+from iah_jax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.method = "iah"
+
+  config.dataset.name = "mirflickr25k"
+  config.dataset.options.data_path = ""           # required: see the docstring
+  config.dataset.options.num_labels = 38           # paper: 38 labels (24 gives the common setting)
+  config.dataset.options.unlabelled_policy = "skip"
+  # Paper: GOP proposals, NMS, top N = 100. We use selective search (OpenCV, "fast" mode, run on
+  # a copy with longer side 256), also cut to the top 100 boxes; any method fits (METHODS.md 1.1).
+  config.dataset.options.proposal_method = "selective_search"
+  config.dataset.options.num_proposals = 100
+  config.dataset.options.selective_search_mode = "fast"
+  config.dataset.options.search_max_side = 256
+  config.dataset.options.num_queries = 2000        # paper: 2000 random test queries
+  config.dataset.options.query_seed = 0
+  config.dataset.options.num_workers = -1          # proposal preparation on every core
+  # The paper does not give its input size; 224 x 224 is GoogLeNet's ImageNet resolution and
+  # gives a 7 x 7 feature map, so SPP's 4 x 4 bins of a box smaller than ~2/7 of the image fall
+  # on single cells. 448 (14 x 14 map) pools small objects more finely at ~4x the compute.
+  # Images are resized to a square (proposals are image fractions, so they stay valid).
+  config.dataset.image_size = 224
+
+  config.model.backbone = "googlenet"
+  # True: torchvision's ImageNet weights (IMAGENET1K_V1) expect GoogLeNet's transform_input.
+  config.model.backbone_options.transform_input = True
+  config.model.pretrained = ""                     # converted ImageNet weights, see the docstring
+  config.model.reduced_maps = 32                   # paper: 32 maps after the last inception block
+  config.model.spp_levels = (4, 3, 2, 1)           # 30 bins: d = 32 * 30 = 960
+  config.model.output_bound = "tanh"               # codes 1[s > 0] (METHODS.md 1.9, our choice)
+  config.model.dtype = "float32"                   # "bfloat16" on GPU/TPU: mixed precision
+
+  # Table II's code lengths q. b (bits per category) pairs with q as b = q / 4: the paper's
+  # category-aware results (Fig. 8) use b = 4, 8 and 12; 16 completes the pattern.
+  config.semantic_bits = (16, 32, 48, 64)
+  config.bits_per_category = (4, 8, 12, 16)
+
+  # Paper (section V-B): SGD, base lr 1e-4, / 10 every 30 epochs, batch 32, 15,000 iterations,
+  # all triplets of each batch (eq. 9 weights). Momentum 0.9 is Caffe's usual; weight decay 0
+  # (the paper gives neither).
+  config.optimizer.learning_rate = 1e-4
+  config.optimizer.decay_every_epochs = 30.0
+  config.optimizer.decay_factor = 0.1
+  config.optimizer.momentum = 0.9
+  config.optimizer.weight_decay = 0.0
+  config.batch_size = 32                            # global: split over all devices and hosts
+  config.num_train_steps = 15_000
+
+  config.log_every = 100
+  config.checkpoint_every = 1000
+  config.eval.batch_size = 128
+  config.eval.ks = (100, 1000)                      # NDCG@k / ACG@k; MAP is over the whole database
+  return config
