@@ -60,15 +60,6 @@ def test_packed_hamming_equals_loop():
 # Search
 
 
-@pytest.mark.parametrize("n,k", [(1, 1), (37, 1), (37, 37), (129, 7), (1000, 100), (700, 300)])
-def test_bitonic_smallest_equals_sort(n, k):
-  import jax
-  from iah_jax.retrieval import jax_search
-  keys = np.stack([np.random.default_rng(s).permutation(5 * n)[:n] for s in range(3)])
-  got = np.asarray(jax.jit(jax_search._smallest, static_argnums=1)(keys.astype(np.int32), k))
-  np.testing.assert_array_equal(got, np.sort(keys, axis=1)[:, :k])
-
-
 @pytest.mark.parametrize("bits,nd,chunk,group", [
     (64, 3000, 8, 4),      # hierarchical: groups -> chunks -> items
     (8, 3000, 8, 4),       # 8 bits: huge tie groups
