@@ -82,6 +82,23 @@ def test_jax_search_equals_brute_force(bits, nd, chunk, group):
     np.testing.assert_array_equal(ids, want_ids)
 
 
+def test_default_block_sizes_at_scale_equal_faiss_and_numpy():
+  # 60k items: with the default chunk=32, group=16 every level of the selection runs for k=100.
+  rng = np.random.default_rng(60)
+  db = rng.integers(0, 2, (60_000, 64), dtype=np.uint8)
+  queries = rng.integers(0, 2, (40, 64), dtype=np.uint8)
+  queries[:5] = db[[3, 59_999, 30_000, 7, 7]]
+  dist, ids = HammingIndex(db).search(queries, 100)
+  full = retrieval.hamming_distances_packed(retrieval.pack_codes(queries, 64),
+                                            retrieval.pack_codes(db, 64))
+  want_ids = np.argsort(full, axis=1, kind="stable")[:, :100]
+  np.testing.assert_array_equal(ids, want_ids)
+  np.testing.assert_array_equal(dist, np.take_along_axis(full, want_ids, axis=1))
+  faiss_dist, faiss_ids = HammingIndex(db, backend="faiss").search(queries, 100)
+  np.testing.assert_array_equal(faiss_dist, dist)
+  np.testing.assert_array_equal(faiss_ids, ids)
+
+
 @pytest.mark.parametrize("bits", [8, 13, 64])
 def test_faiss_equals_jax(bits):
   rng = np.random.default_rng(bits)
