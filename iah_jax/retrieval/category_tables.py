@@ -11,7 +11,8 @@ piece j, and gets the results grouped by category:
 
 Group order: categories by descending query probability p_j (ties by category index), the order in
 which a result page shows them. k_j = min(k, size of table j); a category the query passes but
-whose table is empty appears with empty arrays, so "searched, nothing stored" is visible.
+whose table is empty appears with empty arrays, so "searched, nothing stored" is visible; a
+query with no p_j >= threshold gets an empty dict.
 Each table is a `HammingIndex` (ties by ascending database id).
 """
 

@@ -183,6 +183,8 @@ class HammingIndex:
       distances int32 [nq, k] ascending and ids int64 [nq, k]; ties by ascending id.
     """
     queries, k = self._check_queries(query_codes, k)
+    if queries.shape[0] == 0:
+      return np.zeros((0, k), np.int32), np.zeros((0, k), np.int64)
     if self.backend == "jax":
       dist, pos = self._search_jax(packing.pack_codes(queries, 32), k)
     else:
