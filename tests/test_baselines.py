@@ -300,7 +300,11 @@ def test_itq_cca_beats_itq_when_labels_carry_the_signal(bits):
 @pytest.mark.parametrize("method", baselines.METHODS)
 def test_save_load_round_trips_exactly(tmp_path, method):
   features, labels = labelled_data(300, seed=13)
-  hasher = baselines.fit(method, features, 12, labels=labels, seed=5)
+  # NumPy-typed options must still serialise (they are stored as JSON).
+  options = {"iterations": np.int64(7)} if method.startswith("itq") else {}
+  hasher = baselines.fit(method, features, 12, labels=labels, seed=5, **options)
+  if options:
+    assert hasher.history.shape == (8,) and hasher.options["iterations"] == 7
   path = tmp_path / f"{method}.npz"
   hasher.save(path)
   with np.load(path, allow_pickle=False) as archive:
@@ -354,6 +358,8 @@ def test_bad_inputs_raise_clear_value_errors():
     baselines.fit("lsh", features, 8, iterations=3)
   with pytest.raises(ValueError, match="regularisation"):
     baselines.fit("itq_cca", features, 8, labels=labels, regularisation=-1.0)
+  with pytest.raises(ValueError, match="iterations must be an integer >= 0"):
+    baselines.fit("itq", features, 8, iterations=-1)
   broken = features.copy()
   broken[3, 7] = np.nan
   with pytest.raises(ValueError, match="non-finite.*row 3, column 7"):

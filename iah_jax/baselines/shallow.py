@@ -194,7 +194,7 @@ def fit(method: str, features, bits: int, labels=None, seed: int = 0,
   if unknown:
     raise ValueError(f"{method} has no option(s) {sorted(unknown)}; its options are "
                      f"{sorted(_OPTIONS[method]) or 'none'}")
-  options = {**_OPTIONS[method], **options}
+  options = _checked_options(method, {**_OPTIONS[method], **options})
   features = _check_features(features, "training features", min_rows=2).astype(np.float64)
   n, d = features.shape
   if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 1:
@@ -227,17 +227,32 @@ def fit(method: str, features, bits: int, labels=None, seed: int = 0,
   if method == "itq":
     directions, _ = subspaces.principal_directions(centred, bits)
   else:
-    regularisation = options["regularisation"]
-    if not isinstance(regularisation, (int, float)) or not regularisation > 0 \
-        or not math.isfinite(regularisation):
-      raise ValueError(f"itq_cca regularisation must be a positive number, got {regularisation!r}")
     directions, correlations = subspaces.canonical_directions(
-        centred, labels - labels.mean(axis=0), bits, float(regularisation))
+        centred, labels - labels.mean(axis=0), bits, options["regularisation"])
     directions = directions * correlations  # Gong et al.: scale by the canonical correlations
   projection = directions.astype(np.float32)
   rotation, history = itq.fit_itq(centred @ projection.astype(np.float64), iterations, seed)
   return ShallowHasher(method, bits, mean.astype(np.float32), projection, rotation=rotation,
                        history=history, options=recorded)
+
+
+def _checked_options(method: str, options: dict) -> dict:
+  """Validates the options and turns them into plain Python numbers (they go into JSON)."""
+  checked = dict(options)
+  if "iterations" in options:
+    iterations = options["iterations"]
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
+        or iterations < 0:
+      raise ValueError(f"{method} iterations must be an integer >= 0, got {iterations!r}")
+    checked["iterations"] = int(iterations)
+  if "regularisation" in options:
+    regularisation = options["regularisation"]
+    if isinstance(regularisation, bool) or not isinstance(regularisation, (int, float, np.number)) \
+        or not (math.isfinite(regularisation) and regularisation > 0):
+      raise ValueError(f"{method} regularisation must be a positive number, got "
+                       f"{regularisation!r}")
+    checked["regularisation"] = float(regularisation)
+  return checked
 
 
 def _fit_spectral(centred, mean, bits, recorded) -> ShallowHasher:
