@@ -28,7 +28,8 @@ IAH head starts from its random init. Training and loading need neither torch no
 Without the flag the backbone trains from scratch, which is not the paper's setting.
 
 Schedule: 7963 // 32 = 248 steps per epoch, so lr 1e-4 drops to 1e-5 at step 7440 (30 epochs) and
-15,000 steps are about 60 epochs. One model is trained per (q, b) pair: 4 x 15,000 steps.
+to 1e-6 at step 14880 (60 epochs, the last 120 of the 15,000 steps). One model is trained per
+(q, b) pair: 4 x 15,000 steps.
 
 Expected run time (an estimate from the network's FLOPs, not measured: this project has no GPU):
 GoogLeNet's train step at 32 x 224 x 224 is ~0.3 TFLOP, i.e. ~30-60 ms per step on one V100-class
