@@ -390,8 +390,11 @@ def load_dataset(config: ml_collections.ConfigDict):
   """The TFDS builder named by the config, prepared (generated on first use) in data_dir."""
   from iah_jax.data import registry
   data_dir = os.path.expanduser(config.dataset.data_dir)
-  return registry.get_builder(config.dataset.name, data_dir, config=config.dataset.config,
-                              **config.dataset.options.to_dict())
+  options = config.dataset.options.to_dict()
+  # Only the embedded dataset has named configs; real datasets are configured by their options.
+  if config.dataset.name == registry.SYNTHETIC_SCENES:
+    options["config"] = config.dataset.config
+  return registry.get_builder(config.dataset.name, data_dir, **options)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
