@@ -102,6 +102,21 @@ def test_max_pool_ceil_and_its_gradient_match_torch_on_a_grid():
             )
 
 
+def test_max_pool_ceil_gradient_with_ties_matches_torch():
+    """After ReLU many windows hold equal maxima; torch sends the gradient to the first one."""
+    torch = pytest.importorskip("torch")
+    x = np.maximum(np.random.default_rng(1).integers(-3, 3, (2, 4, 9, 10)), 0).astype(np.float32)
+    for window, stride, padding in [(3, 2, 0), (3, 1, 1), (2, 2, 0)]:
+        x_torch = torch.from_numpy(x).requires_grad_(True)
+        pooled = torch.nn.functional.max_pool2d(x_torch, window, stride, padding, ceil_mode=True)
+        cotangent = np.arange(pooled.numel(), dtype=np.float32).reshape(pooled.shape)
+        (pooled * torch.from_numpy(cotangent)).sum().backward()
+        grad = jax.grad(
+            lambda v: jnp.sum(max_pool_ceil(v, window, stride, padding) * cotangent.transpose(0, 2, 3, 1))
+        )(jnp.asarray(x.transpose(0, 2, 3, 1)))
+        np.testing.assert_array_equal(np.asarray(grad).transpose(0, 3, 1, 2), x_torch.grad.numpy())
+
+
 def test_max_pool_ceil_rejects_too_small_input():
     with pytest.raises(ValueError, match="does not fit"):
         max_pool_ceil(jnp.zeros((1, 1, 1, 1)), window=3, stride=2)
