@@ -1,0 +1,226 @@
+"""MIML benchmark: IAH semantic hashing vs random-hyperplane LSH on the same trained backbone.
+
+  python -m benchmarks.miml --bits 32 --workdir runs/miml_bench
+  python -m benchmarks.miml --data_path ../shared/data/miml --bits 16,32,48,64 \
+      --workdir runs/miml_bench --data_dir ~/tensorflow_datasets
+
+Protocol (../shared/data/miml/README.md): for each bit length q, IAH (configs/miml.py, b = q / 4
+bits per category) is trained on the 1500 `database` images only — 90% train, the last 10% a
+validation carve used to keep the best checkpoint (validation images as queries against the 90%);
+the 500 `query` images are never used to select anything. The restored best checkpoint then
+encodes the 500 queries and the 1500 database images, ranked by Hamming distance (ties by
+database index); relevance = at least one shared label, graded by the number of shared labels.
+
+Baseline on the same trained network: the backbone's feature map of each image, global-average-
+pooled, centred on the database mean, projected on q random Gaussian hyperplanes (seed fixed),
+bit = 1 where the projection is positive (random-hyperplane LSH, Charikar 2002). Only the
+database split is used to centre.
+
+Prints MAP / wMAP / NDCG@100 / ACG@100 per bit length and method, with wall time, process CPU
+time (user + system, all threads: the machine is shared, so CPU time is the figure that compares
+across loads) and the load average, and writes them to <workdir>/miml_results.json. Runs resume
+from <workdir>/q<q>_b<b> (delete it to retrain). Any config field can be overridden, e.g.
+--config.num_train_steps=500 (the dataset and bit-length fields are set from the flags).
+
+The first run prepares the TFDS files under --data_dir (selective search on 2000 images, ~0.13
+CPU-s each, a few minutes on 2 cores; later runs reuse them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import time
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from iah_jax import config as config_lib
+from iah_jax import metrics
+from iah_jax import methods
+from iah_jax import train
+from iah_jax.data import features
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "miml.py"),
+                                "IAH config (configs/miml.py).", lock_config=True)
+flags.DEFINE_string("data_path", os.path.join(REPO, "..", "shared", "data", "miml"),
+                    "MIML directory (labels.csv, split.csv, images/).")
+flags.DEFINE_list("bits", ["16", "32", "48", "64"], "Semantic bit lengths q (b = q / 4).")
+flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "miml_bench"),
+                    "Checkpoints, logs and miml_results.json.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir for the prepared MIML files "
+                    "(default: the config's, ~/tensorflow_datasets).")
+flags.DEFINE_integer("lsh_seed", 0, "Seed of the random hyperplanes.")
+
+METRIC_NAMES = ("map", "wmap", "ndcg@100", "acg@100")
+
+
+def cpu_seconds() -> float:
+  """User + system CPU seconds of this process (all its threads) and its finished children."""
+  own = resource.getrusage(resource.RUSAGE_SELF)
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def make_feature_step(model, config):
+  """(state, images, proposals) -> IAH codes plus `backbone_features` [B, C]: the backbone's
+  feature map averaged over its H x W cells (captured from the same forward pass)."""
+  encode = methods.get_method(config.method).encode
+
+  def feature_step(state, images, proposals):
+    variables = {"params": state.params}
+    if jax.tree.leaves(state.batch_stats):
+      variables["batch_stats"] = state.batch_stats
+    outputs, captured = model.apply(
+        variables, images, proposals, train=False, mutable=["intermediates"],
+        capture_intermediates=lambda module, method: (method == "__call__"
+                                                      and module.name == "backbone"))
+    (feature_map,) = captured["intermediates"]["backbone"]["__call__"]
+    return dict(encode(outputs, config),
+                backbone_features=jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2)))
+  return jax.jit(feature_step)
+
+
+def lsh_codes(database_features: np.ndarray, query_features: np.ndarray, bits: int,
+              seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Random-hyperplane LSH: ([n_db, C], [n_q, C]) -> {0,1} uint8 codes ([n_db, bits], [n_q, bits]).
+
+  Centred on the database mean (the queries are not looked at), hyperplane normals ~ N(0, I).
+  """
+  mean = database_features.mean(axis=0, keepdims=True)
+  normals = np.random.default_rng(seed).standard_normal((database_features.shape[1], bits))
+  return (((database_features - mean) @ normals > 0).astype(np.uint8),
+          ((query_features - mean) @ normals > 0).astype(np.uint8))
+
+
+def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict:
+  """Trains (or resumes) IAH for q semantic bits, returns both methods' metrics and times."""
+  b = max(1, q // 4)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.semantic_bits, config.bits_per_category = (q,), (b,)
+  config_lib.validate_config(config)
+  num_classes = builder.info.features[features.LABELS].shape[0]
+  model = train.build_model(config, num_classes, q, b)
+  run_dir = os.path.join(workdir, f"q{q}_b{b}")
+  wall, cpu = time.perf_counter(), cpu_seconds()
+  state = train.train(config, model=model, builder=builder, run_dir=run_dir, mesh=mesh,
+                      rng=jax.random.PRNGKey(config.seed))
+  train_wall, train_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+  manager = train.checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
+  best_step = manager.best_step()
+  state = train.restore_latest(manager, state, best=True) or state
+  manager.close()
+
+  wall, cpu = time.perf_counter(), cpu_seconds()
+  feature_step = make_feature_step(model, config)
+  database = train.encode_split(state, feature_step, builder, config.dataset.database_split,
+                                config, mesh)
+  queries = train.encode_split(state, feature_step, builder, config.dataset.query_split, config,
+                               mesh)
+  ks = tuple(int(k) for k in config.eval.ks)
+  iah_metrics = metrics.retrieval_metrics(
+      queries["semantic_codes"], database["semantic_codes"], queries["labels"],
+      database["labels"], ks=ks, ties=config.eval.ties)
+  lsh_database, lsh_queries = lsh_codes(database["backbone_features"],
+                                        queries["backbone_features"], q, lsh_seed)
+  lsh_metrics = metrics.retrieval_metrics(lsh_queries, lsh_database, queries["labels"],
+                                          database["labels"], ks=ks, ties=config.eval.ties)
+  return {
+      "iah": {name: float(iah_metrics[name]) for name in METRIC_NAMES},
+      "lsh_backbone": {name: float(lsh_metrics[name]) for name in METRIC_NAMES},
+      "bits_per_category": b, "best_step": best_step, "num_train_steps": config.num_train_steps,
+      "train_wall_seconds": train_wall, "train_cpu_seconds": train_cpu,
+      "eval_wall_seconds": time.perf_counter() - wall, "eval_cpu_seconds": cpu_seconds() - cpu,
+      "num_queries": int(len(queries["labels"])), "num_database": int(len(database["labels"])),
+  }
+
+
+def _to_json(value):
+  if isinstance(value, (np.integer, np.floating)):
+    return value.item()
+  if isinstance(value, (tuple, np.ndarray)):
+    return list(value)
+  raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def format_table(results: dict) -> str:
+  lines = [f"MIML: {results['num_queries']} queries vs {results['num_database']} database "
+           "images, Hamming ranking (ties by database index)",
+           f"{'method':<26}{'bits':>5}" + "".join(f"{name:>10}" for name in METRIC_NAMES)]
+  for method, title in (("iah", "IAH semantic"), ("lsh_backbone", "LSH on backbone GAP")):
+    for q, row in results["runs"].items():
+      lines.append(f"{title:<26}{q:>5}" + "".join(f"{row[method][name]:>10.4f}"
+                                                 for name in METRIC_NAMES))
+  for q, row in results["runs"].items():
+    lines.append(f"q={q}: best step {row['best_step']} of {row['num_train_steps']}; train "
+                 f"{row['train_wall_seconds'] / 60:.1f} min wall, "
+                 f"{row['train_cpu_seconds'] / 60:.1f} min CPU; evaluation "
+                 f"{row['eval_wall_seconds']:.0f} s wall, {row['eval_cpu_seconds']:.0f} s CPU")
+  lines.append(f"total {results['wall_seconds'] / 60:.1f} min wall, "
+               f"{results['cpu_seconds'] / 60:.1f} min CPU on {results['cpus']} CPUs, load "
+               f"average {results['load_average_start']:.2f} at start, "
+               f"{results['load_average_end']:.2f} at end")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logger = logging.getLogger("iah_jax")
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+
+  bits = [int(value) for value in FLAGS.bits]
+  if any(q < 1 for q in bits):
+    raise ValueError(f"--bits must be positive integers, got {FLAGS.bits}")
+  if not os.path.isfile(os.path.join(FLAGS.data_path, "labels.csv")):
+    raise FileNotFoundError(f"--data_path {FLAGS.data_path!r} holds no labels.csv (expected the "
+                            "MIML layout of ../shared/data/miml)")
+  config = FLAGS.config
+  with config.unlocked():
+    config.dataset.options.data_path = os.path.abspath(FLAGS.data_path)
+    if FLAGS.data_dir:
+      config.dataset.data_dir = FLAGS.data_dir
+  workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
+  os.makedirs(workdir, exist_ok=True)
+
+  wall, cpu, load_start = time.perf_counter(), cpu_seconds(), os.getloadavg()[0]
+  with logging_redirect_tqdm(loggers=[logger]):
+    builder = train.load_dataset(config)
+    mesh = train.make_mesh()
+    runs = {}
+    for q in bits:
+      runs[str(q)] = run_bits(config, builder, mesh, workdir, q, FLAGS.lsh_seed)
+      logger.info("q=%d: IAH %s", q, runs[str(q)]["iah"])
+      logger.info("q=%d: LSH %s", q, runs[str(q)]["lsh_backbone"])
+  results = {
+      "dataset": "miml", "data_path": config.dataset.options.data_path, "runs": runs,
+      "num_queries": next(iter(runs.values()))["num_queries"],
+      "num_database": next(iter(runs.values()))["num_database"],
+      "wall_seconds": time.perf_counter() - wall, "cpu_seconds": cpu_seconds() - cpu,
+      "cpus": os.cpu_count(), "load_average_start": load_start,
+      "load_average_end": os.getloadavg()[0], "config": config.to_dict(),
+  }
+  with open(os.path.join(workdir, "miml_results.json"), "w") as file:
+    json.dump(results, file, indent=2, default=_to_json)
+  print(format_table(results))
+
+
+if __name__ == "__main__":
+  app.run(main)
