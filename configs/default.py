@@ -18,7 +18,7 @@ def get_config():
   config.dataset.image_size = 64
 
   config.model.backbone = "small_cnn"
-  config.model.backbone_options.widths = (32, 64, 128)  # feature map 16 x 16 at 64 x 64 input
+  config.model.backbone_options.widths = (16, 32, 64)  # feature map 16 x 16 at 64 x 64 input
 
   config.batch_size = 32
   config.num_train_steps = 1000

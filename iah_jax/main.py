@@ -9,6 +9,7 @@ Resumes automatically from the checkpoints in --workdir.
 import logging
 
 from absl import app
+import jax
 from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -17,6 +18,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from iah_jax import train
 
 FLAGS = flags.FLAGS
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host "
+                  "GPU/TPU: one process per host; see launch/).")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and results.json.")
 config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.",
                                 lock_config=True)
@@ -26,6 +29,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.distributed:
+    jax.distributed.initialize()  # coordinator and process ids from SLURM / TPU metadata
   # Our progress and metrics at INFO; the libraries' (orbax, TFDS) chatter only from WARNING.
   absl_logging.set_verbosity(absl_logging.WARNING)
   handler = logging.StreamHandler()

@@ -81,6 +81,18 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
   return optax.chain(*parts)
 
 
+def resolve_path(path: str) -> str:
+  """Local paths made absolute (with ~ expanded); URLs such as gs://bucket/dir left as they are."""
+  path = os.fspath(path)
+  return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def tf_io():
+  """TensorFlow's file API (gfile), which also writes to gs:// and other remote file systems."""
+  import tensorflow as tf  # the data dependency already; imported late to keep startup light
+  return tf.io
+
+
 def make_mesh(devices=None) -> Mesh:
   """A 1-D mesh over all devices: the batch is split along `data`, parameters replicated."""
   devices = np.asarray(jax.devices() if devices is None else devices)
@@ -164,7 +176,8 @@ def make_encode_step(model: nn.Module, mesh: Mesh, config: ml_collections.Config
     return encode(model.apply(variables, images, proposals, train=False), config)
   replicated = NamedSharding(mesh, PartitionSpec())
   data = _batch_sharding(mesh)
-  return jax.jit(encode_step, in_shardings=(replicated, data, data), out_shardings=data)
+  # Codes come back replicated so every process can read the whole batch on the host.
+  return jax.jit(encode_step, in_shardings=(replicated, data, data), out_shardings=replicated)
 
 
 def _batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -195,7 +208,7 @@ def checkpoint_manager(directory: str, config: ml_collections.ConfigDict) -> ocp
       save_interval_steps=_validation_interval(config) if selecting else config.checkpoint_every,
       best_fn=(lambda saved: saved[VALIDATION_METRIC]) if selecting else None, best_mode="max",
       create=True)
-  return ocp.CheckpointManager(os.path.abspath(os.path.expanduser(directory)), options=options)
+  return ocp.CheckpointManager(resolve_path(directory), options=options)
 
 
 def restore_latest(manager: ocp.CheckpointManager, state: TrainState,
@@ -327,11 +340,16 @@ def _load_pretrained(state: TrainState, config: ml_collections.ConfigDict) -> Tr
 
 
 def _summary_writer(run_dir: str):
+  """TensorBoard event files, written by process 0 only (None elsewhere)."""
+  if jax.process_index() != 0:
+    return None
   import tensorflow as tf  # TensorBoard event files; TF is already the data dependency
   return tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
 
 
 def _write_scalars(writer, step: int, values: dict) -> None:
+  if writer is None:
+    return
   import tensorflow as tf
   with writer.as_default(step=step):
     for name, value in values.items():
@@ -351,13 +369,18 @@ def encode_split(state: TrainState, encode_step: Callable, builder, split: str,
   """
   batch_size = config.eval.batch_size
   batch_size += (-batch_size) % mesh.size   # every device gets the same number of rows
+  # Every process reads the whole split; each feeds its own slice of every batch.
+  rows_per_process = batch_size // jax.process_count()
+  own_rows = slice(jax.process_index() * rows_per_process,
+                   (jax.process_index() + 1) * rows_per_process)
   collected: dict[str, list] = {}
   total = pipeline.num_examples(builder, split)
   for batch in tqdm.tqdm(pipeline.eval_batches(builder, split=split, batch_size=batch_size,
                                                image_size=config.dataset.image_size),
                          total=math.ceil(total / batch_size), desc=f"encode {split}",
                          unit="batch", dynamic_ncols=True, mininterval=2.0):
-    inputs = to_global(batch, mesh, keys=(features.IMAGE, features.PROPOSALS))
+    inputs = to_global({key: batch[key][own_rows] for key in (features.IMAGE, features.PROPOSALS)},
+                       mesh, keys=(features.IMAGE, features.PROPOSALS))
     outputs = jax.device_get(encode_step(state, inputs[features.IMAGE],
                                          inputs[features.PROPOSALS]))
     real = batch["mask"]
@@ -389,19 +412,18 @@ def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDic
 def load_dataset(config: ml_collections.ConfigDict):
   """The TFDS builder named by the config, prepared (generated on first use) in data_dir."""
   from iah_jax.data import registry
-  data_dir = os.path.expanduser(config.dataset.data_dir)
   options = config.dataset.options.to_dict()
-  # Only the embedded dataset has named configs; real datasets are configured by their options.
-  if config.dataset.name == registry.SYNTHETIC_SCENES:
-    options["config"] = config.dataset.config
-  return registry.get_builder(config.dataset.name, data_dir, **options)
+  if config.dataset.name == registry.SYNTHETIC_SCENES and not options:
+    options["config"] = config.dataset.config  # the embedded dataset's named configs
+  return registry.get_builder(config.dataset.name, resolve_path(config.dataset.data_dir),
+                              **options)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains one model per (q, b) pair, evaluates each restored model, writes results.json."""
   config_lib.validate_config(config)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+  workdir = resolve_path(workdir)
+  tf_io().gfile.makedirs(workdir)
   mesh = make_mesh()
   check_batch_size(config.batch_size, mesh)
   builder = load_dataset(config)
@@ -429,9 +451,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results["semantic"][str(q)] = run_metrics["semantic"]
     if "category_aware" in run_metrics:
       results["category_aware"][str(b)] = dict(run_metrics["category_aware"], run=f"q{q}_b{b}")
-  with open(os.path.join(workdir, "results.json"), "w") as file:
-    json.dump(results, file, indent=2, default=_json_default)
-  print(format_results(results))
+  if jax.process_index() == 0:  # one writer in multi-host runs
+    with tf_io().gfile.GFile(os.path.join(workdir, "results.json"), "w") as file:
+      file.write(json.dumps(results, indent=2, default=_json_default))
+    print(format_results(results))
   return results
 
 

@@ -79,6 +79,9 @@ def train_batches(builder: tfds.core.DatasetBuilder, *, split: str, global_batch
     raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
                      f"{jax.process_count()} processes")
   local_batch_size = global_batch_size // jax.process_count()
+  # Each process shuffles its own share with its own seed, so the same images do not keep
+  # meeting in one global batch.
+  seed = seed + 1_000_003 * jax.process_index()
   dataset = _read(builder, tfds.split_for_jax_process(split, drop_remainder=True),
                   shuffle_files=True, seed=seed)
   dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()

@@ -100,7 +100,9 @@ def get_builder(name: str, data_dir: str, prepare: bool = True,
     **options: BuilderConfig fields of the dataset (for "synthetic_scenes": ``config=`` a config
       name or SyntheticScenesConfig, or the SyntheticScenesConfig fields).
   """
-  data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+  data_dir = os.fspath(data_dir)
+  if "://" not in data_dir:  # keep gs:// and other remote data_dirs as they are
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
   if name == SYNTHETIC_SCENES:
     from iah_jax.data import synthetic_scenes  # pylint: disable=g-import-not-at-top
     config = options.pop("config", None)

@@ -196,6 +196,102 @@ def max_pool_ceil(x: jax.Array, window: int, stride: int, padding: int = 0) -> j
     return _max_over_strided_windows(padded, window, stride, *out_sizes)
 
 
+CONV_IMPLS = ("auto", "xla", "gemm_grads")
+
+
+def _is_plain_stride1(kernel, window_strides, lhs_dilation, rhs_dilation, feature_group_count):
+    dilations = tuple(lhs_dilation or ()) + tuple(rhs_dilation or ())
+    return (
+        kernel.ndim == 4
+        and tuple(window_strides) == (1, 1)
+        and all(d == 1 for d in dilations)
+        and feature_group_count == 1
+    )
+
+
+def _conv_nhwc(x, kernel, padding):
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_stride1_gemm_grad(x, kernel, padding):
+    """Stride-1 NHWC conv whose kernel gradient is one GEMM over im2col patches."""
+    return _conv_nhwc(x, kernel, padding)
+
+
+def _conv_stride1_gemm_grad_fwd(x, kernel, padding):
+    return _conv_nhwc(x, kernel, padding), (x, kernel)
+
+
+def _conv_stride1_gemm_grad_bwd(padding, residuals, out_grad):
+    x, kernel = residuals
+    kernel_h, kernel_w, in_channels, out_channels = kernel.shape
+    _, input_vjp = jax.vjp(lambda inputs: _conv_nhwc(inputs, kernel, padding), x)
+    (x_grad,) = input_vjp(out_grad)
+    out_h, out_w = out_grad.shape[1:3]
+    zero = jnp.zeros((), x.dtype)
+    padded = jax.lax.pad(x, zero, ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
+    # patches[b, i, j, (dy, dx, c)] = padded[b, i + dy, j + dx, c], the order of HWIO's H, W, I.
+    patches = jnp.concatenate(
+        [padded[:, dy:dy + out_h, dx:dx + out_w, :] for dy in range(kernel_h) for dx in range(kernel_w)],
+        axis=-1,
+    )
+    kernel_grad = jax.lax.dot_general(
+        patches.reshape(-1, kernel_h * kernel_w * in_channels),
+        out_grad.reshape(-1, out_channels),
+        (((0,), (0,)), ((), ())),
+    )
+    return x_grad, kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_conv_stride1_gemm_grad.defvjp(_conv_stride1_gemm_grad_fwd, _conv_stride1_gemm_grad_bwd)
+
+
+def conv_gemm_grads(
+    inputs, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+    dimension_numbers=None, feature_group_count=1, precision=None, preferred_element_type=None,
+):
+    """``lax.conv_general_dilated`` as ``nn.Conv`` calls it (NHWC / HWIO), with cheaper gradients
+    on XLA's CPU backend. Same values; only how the kernel gradient is computed differs.
+
+    XLA:CPU computes a kernel gradient as a convolution whose window is the whole feature map,
+    far slower than a GEMM. So: a 1x1 stride-1 conv is written as a dot over channels (its
+    gradients are dots too); other stride-1 convs keep XLA's forward and input gradient but get
+    the kernel gradient as patches^T @ out_grad; anything else (GoogLeNet's strided 7x7 conv1,
+    whose 3 input channels make patches wasteful) is lax.conv_general_dilated unchanged.
+    Reverse-mode only for the stride-1 k > 1 case (custom_vjp).
+    """
+    explicit_padding = not isinstance(padding, str)
+    if (
+        explicit_padding
+        and inputs.ndim == 4
+        and precision is None
+        and preferred_element_type is None
+        and _is_plain_stride1(kernel, window_strides, lhs_dilation, rhs_dilation, feature_group_count)
+    ):
+        pads = tuple(map(tuple, padding))
+        if kernel.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+            return jax.lax.dot_general(inputs, kernel[0, 0], (((3,), (0,)), ((), ())))
+        return _conv_stride1_gemm_grad(inputs, kernel, pads)
+    return jax.lax.conv_general_dilated(
+        inputs, kernel, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count, precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """'auto' -> 'gemm_grads' on CPU (measured faster there), 'xla' on GPU/TPU."""
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
+    if conv_impl == "auto":
+        return "gemm_grads" if jax.default_backend() == "cpu" else "xla"
+    return conv_impl
+
+
 class BasicConv(nn.Module):
     """Conv (no bias) -> BatchNorm(eps=1e-3) -> ReLU, torchvision's ``BasicConv2d``.
 
@@ -210,9 +306,13 @@ class BasicConv(nn.Module):
     stride: int = 1
     padding: int = 0
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        conv_fn = {"xla": jax.lax.conv_general_dilated, "gemm_grads": conv_gemm_grads}[
+            resolve_conv_impl(self.conv_impl)
+        ]
         x = nn.Conv(
             self.features,
             (self.kernel_size, self.kernel_size),
@@ -221,6 +321,7 @@ class BasicConv(nn.Module):
             use_bias=False,
             dtype=self.dtype,
             param_dtype=jnp.float32,
+            conv_general_dilated=conv_fn,
             name="conv",
         )(x)
         x = nn.BatchNorm(
@@ -244,11 +345,13 @@ class Inception(nn.Module):
     ch5x5: int  # torchvision's "5x5" branch is a 3x3 conv; the name follows the paper's table
     pool_proj: int
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         conv = lambda features, kernel, name: BasicConv(  # noqa: E731
-            features, kernel, padding=kernel // 2, dtype=self.dtype, name=name
+            features, kernel, padding=kernel // 2, dtype=self.dtype, conv_impl=self.conv_impl,
+            name=name,
         )
         branch1 = conv(self.ch1x1, 1, "branch1")(x, train)
         branch2 = conv(self.ch3x3_reduce, 1, "branch2_reduce")(x, train)
@@ -298,12 +401,16 @@ class GoogLeNetBackbone(nn.Module):
     torchvision's ``GoogLeNet.forward``; that is how the ``GoogLeNet`` classifier uses it.
 
     h, w = ceil-mode /32 of H, W (7 x 7 at 224 x 224). ``dtype`` is the compute dtype (e.g.
-    jnp.bfloat16 on GPU/TPU); parameters and BatchNorm statistics stay float32.
+    jnp.bfloat16 on GPU/TPU); parameters and BatchNorm statistics stay float32. ``conv_impl``
+    only changes how convolution gradients are computed (see ``conv_gemm_grads``): "auto" picks
+    "gemm_grads" on CPU and plain XLA convolutions ("xla") elsewhere; "xla" also supports
+    forward-mode differentiation through the convs.
     """
 
     transform_input: bool = True
     normalize_input: bool = True
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -317,10 +424,11 @@ class GoogLeNetBackbone(nn.Module):
             x = jnp.asarray(images, jnp.float32)
         x = x.astype(self.dtype)
 
-        x = BasicConv(64, 7, stride=2, padding=3, dtype=self.dtype, name="conv1")(x, train)
+        common = dict(dtype=self.dtype, conv_impl=resolve_conv_impl(self.conv_impl))
+        x = BasicConv(64, 7, stride=2, padding=3, name="conv1", **common)(x, train)
         x = max_pool_ceil(x, window=3, stride=2)
-        x = BasicConv(64, 1, dtype=self.dtype, name="conv2")(x, train)
-        x = BasicConv(192, 3, padding=1, dtype=self.dtype, name="conv3")(x, train)
+        x = BasicConv(64, 1, name="conv2", **common)(x, train)
+        x = BasicConv(192, 3, padding=1, name="conv3", **common)(x, train)
         x = max_pool_ceil(x, window=3, stride=2)
         for name, *channels in INCEPTION_BLOCKS:
             # Stride-2 pools sit before inception4a (3x3) and before inception5a (2x2).
@@ -328,7 +436,7 @@ class GoogLeNetBackbone(nn.Module):
                 x = max_pool_ceil(x, window=3, stride=2)
             elif name == "inception5a":
                 x = max_pool_ceil(x, window=2, stride=2)
-            x = Inception(*channels, dtype=self.dtype, name=name)(x, train)
+            x = Inception(*channels, name=name, **common)(x, train)
         return x
 
 
@@ -337,13 +445,15 @@ class GoogLeNet(nn.Module):
 
     images_nhwc are in torchvision's input convention (ImageNet-normalised RGB, NHWC). train=True
     uses batch statistics (mutable ``batch_stats``) and dropout (needs a 'dropout' rng).
-    Logits are float32 whatever ``dtype`` is.
+    Logits are float32 whatever ``dtype`` is. ``dtype`` and ``conv_impl`` as in
+    ``GoogLeNetBackbone``.
     """
 
     num_classes: int = 1000
     transform_input: bool = False
     dtype: Any = jnp.float32
     dropout_rate: float = 0.2
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, images_nhwc: jax.Array, train: bool = False) -> jax.Array:
@@ -351,6 +461,7 @@ class GoogLeNet(nn.Module):
             transform_input=self.transform_input,
             normalize_input=False,
             dtype=self.dtype,
+            conv_impl=self.conv_impl,
             name="features",
         )(images_nhwc, train)
         pooled = jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))  # adaptive avg pool to 1x1

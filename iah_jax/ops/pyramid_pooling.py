@@ -136,9 +136,10 @@ def _pool_with_argmax(feature_maps: jax.Array, boxes: jax.Array, levels: Sequenc
   best_values, best_cells = None, None
   for rows, cols in ((row_start, col_start), (row_start, col_far), (row_far, col_start),
                      (row_far, col_far)):
+    # "clip" skips the out-of-bounds fill logic: the indices are in bounds by construction.
     index = (base + rows * widths + cols).reshape(-1)
-    values = jnp.take(table_values, index, axis=0)
-    corner_cells = jnp.take(table_cells, index, axis=0)
+    values = jnp.take(table_values, index, axis=0, mode="clip")
+    corner_cells = jnp.take(table_cells, index, axis=0, mode="clip")
     if best_values is None:
       best_values, best_cells = values, corner_cells
     else:
