@@ -39,12 +39,14 @@ def parse_args():
     parser.add_argument("--torch_channels_last", action="store_true",
                         help="also measure torch with channels_last memory format")
     parser.add_argument("--flax_dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--conv_impl", default="auto", choices=["auto", "xla", "gemm_grads"],
+                        help="GoogLeNet conv gradient implementation (auto = gemm_grads on CPU)")
     parser.add_argument("--no_donate", action="store_true", help="jit without donate_argnums")
     parser.add_argument("--xla_flags", default="", help="appended to XLA_FLAGS before jax loads")
     return parser.parse_args()
 
 
-def make_flax_step(batch, size, dtype_name, donate):
+def make_flax_step(batch, size, dtype_name, donate, conv_impl="auto"):
     import jax
     import jax.numpy as jnp
     import optax
@@ -52,7 +54,7 @@ def make_flax_step(batch, size, dtype_name, donate):
     from iah_jax.models.googlenet import GoogLeNet
 
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
-    model = GoogLeNet(num_classes=1000, dtype=dtype)
+    model = GoogLeNet(num_classes=1000, dtype=dtype, conv_impl=conv_impl)
     optimizer = optax.sgd(learning_rate=0.01, momentum=0.9)
     images = jax.random.normal(jax.random.PRNGKey(1), (batch, size, size, 3), jnp.float32)
     labels = jax.random.randint(jax.random.PRNGKey(2), (batch,), 0, 1000)
@@ -137,7 +139,9 @@ def main():
     import torch
 
     default_threads = torch.get_num_threads()
-    flax_run = make_flax_step(args.batch, args.size, args.flax_dtype, not args.no_donate)
+    flax_run = make_flax_step(
+        args.batch, args.size, args.flax_dtype, not args.no_donate, args.conv_impl
+    )
     compile_start = time.perf_counter()
     flax_run(1)
     print(f"flax first step (compile + run): {time.perf_counter() - compile_start:.1f} s")
@@ -165,6 +169,7 @@ def main():
         f"batch {args.batch} x {args.size}x{args.size}, {args.steps} steps x {args.rounds} rounds "
         f"(median), jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
         f"(default threads {default_threads}), flax dtype {args.flax_dtype}, "
+        f"conv_impl {args.conv_impl}, "
         f"donate={not args.no_donate}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
     # CPU seconds per image are less sensitive to other processes' load than wall time, but

@@ -22,6 +22,7 @@ from iah_jax.models.googlenet import (
     IMAGENET_STD,
     GoogLeNet,
     GoogLeNetBackbone,
+    conv_gemm_grads,
     max_pool_ceil,
     normalize_unit_images,
 )
@@ -120,6 +121,38 @@ def test_max_pool_ceil_gradient_with_ties_matches_torch():
 def test_max_pool_ceil_rejects_too_small_input():
     with pytest.raises(ValueError, match="does not fit"):
         max_pool_ceil(jnp.zeros((1, 1, 1, 1)), window=3, stride=2)
+
+
+@pytest.mark.parametrize(
+    "kernel_shape,stride,padding",
+    # 1x1 (a dot), 3x3 with symmetric and asymmetric padding (GEMM kernel gradient), strided
+    # 7x7 (passed through to lax).
+    [((1, 1, 5, 7), 1, ((0, 0), (0, 0))), ((3, 3, 5, 7), 1, ((1, 1), (1, 1))),
+     ((3, 3, 5, 7), 1, ((0, 2), (1, 0))), ((7, 7, 5, 4), 2, ((3, 3), (3, 3)))],
+)
+def test_conv_gemm_grads_matches_lax_conv_and_its_gradients(kernel_shape, stride, padding):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 11, 10, 5))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), kernel_shape)
+    numbers = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv, x, kernel):
+        out = conv(x, kernel, (stride, stride), padding, dimension_numbers=numbers)
+        return jnp.sum(jnp.sin(out)), out
+
+    (_, expected_out), expected_grads = jax.value_and_grad(
+        lambda *a: loss(jax.lax.conv_general_dilated, *a), argnums=(0, 1), has_aux=True
+    )(x, kernel)
+    (_, out), grads = jax.value_and_grad(
+        lambda *a: loss(conv_gemm_grads, *a), argnums=(0, 1), has_aux=True
+    )(x, kernel)
+    np.testing.assert_allclose(out, expected_out, atol=1e-4, rtol=1e-5)
+    for got, expected in zip(grads, expected_grads):
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
+
+
+def test_unknown_conv_impl_is_refused():
+    with pytest.raises(ValueError, match="conv_impl must be one of"):
+        GoogLeNetBackbone(conv_impl="cudnn").init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
 
 
 def _count(tree):
