@@ -449,6 +449,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     queries = encode_split(state, encode_step, builder, config.dataset.query_split, config, mesh)
     run_metrics = evaluate_run(database, queries, config)
     results["semantic"][str(q)] = run_metrics["semantic"]
+    logger.info("q%d_b%d: semantic MAP %.4f, wMAP %.4f", q, b, run_metrics["semantic"]["map"],
+                run_metrics["semantic"]["wmap"])
     if "category_aware" in run_metrics:
       results["category_aware"][str(b)] = dict(run_metrics["category_aware"], run=f"q{q}_b{b}")
   if jax.process_index() == 0:  # one writer in multi-host runs
