@@ -11,6 +11,24 @@ load from other processes on a shared machine hits both alike.
     python benchmarks/googlenet_train_step.py --flax_dtype=bfloat16  # mixed precision (not the fair pair)
 
 Prints images/s of both and the ratio flax / torch (> 1 means Flax is faster).
+
+Measured on this project's 2-core Xeon (AVX-512, shared with other jobs, load ~7), jax
+0.10.2 / torch 2.14.1, 5 rounds x 3 steps, torch OMP_WAIT_POLICY=PASSIVE:
+  2 cores:  flax 6.2 images/s; torch (NCHW, default = 2 threads) 7.1 -> flax/torch 0.87;
+            torch channels_last 10.0 -> 0.62.
+  1 core (taskset -c 0, torch 1 thread): flax 6.2; torch 7.6 -> 0.82; channels_last 10.4 -> 0.60.
+Flax is slower. What was tried on the Flax side (single-core A/B in one process):
+  - max-pool as strided views with custom tangent/VJP rules instead of reduce_window
+    (select_and_scatter): train step ~3.9 s -> ~2.7 s under heavy load (~30%);
+  - conv_impl="gemm_grads" (1x1 convs as dots, stride-1 kernel gradients as one im2col GEMM):
+    a further ~15% (0.19 -> 0.16 CPU s/image);
+  - XLA flags --xla_cpu_use_xnnpack, --xla_cpu_use_onednn, --xla_cpu_experimental_onednn_custom_call,
+    disabling YNNPACK fusions: no gain (0.16-0.17 CPU s/image either way, or worse);
+  - donate_argnums on the state: within noise; the whole step is already one jit;
+  - bfloat16 compute: slower on this CPU (0.28 CPU s/image).
+The remaining gap is XLA:CPU's convolution backward passes versus oneDNN's (torch with
+channels_last is fastest). With OpenMP's default ACTIVE wait policy torch collapses to
+~1 image/s on this loaded machine (flax/torch ~3.4): a scheduling artefact, not a fair figure.
 """
 
 from __future__ import annotations
@@ -43,6 +61,13 @@ def parse_args():
                         help="GoogLeNet conv gradient implementation (auto = gemm_grads on CPU)")
     parser.add_argument("--no_donate", action="store_true", help="jit without donate_argnums")
     parser.add_argument("--xla_flags", default="", help="appended to XLA_FLAGS before jax loads")
+    parser.add_argument(
+        "--torch_omp_wait_policy", default="PASSIVE",
+        help="OMP_WAIT_POLICY for torch's OpenMP threads, set before torch loads unless already "
+             "in the environment ('' leaves it unset). ACTIVE (spinning, OpenMP's default) "
+             "collapses torch 4-6x when other processes share the cores, which would flatter "
+             "Flax; PASSIVE costs torch little on an idle machine.",
+    )
     return parser.parse_args()
 
 
@@ -134,6 +159,8 @@ def main():
     args = parse_args()
     if args.xla_flags:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+    if args.torch_omp_wait_policy:
+        os.environ.setdefault("OMP_WAIT_POLICY", args.torch_omp_wait_policy)
 
     import jax
     import torch
@@ -169,7 +196,7 @@ def main():
         f"batch {args.batch} x {args.size}x{args.size}, {args.steps} steps x {args.rounds} rounds "
         f"(median), jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
         f"(default threads {default_threads}), flax dtype {args.flax_dtype}, "
-        f"conv_impl {args.conv_impl}, "
+        f"conv_impl {args.conv_impl}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
         f"donate={not args.no_donate}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
     # CPU seconds per image are less sensitive to other processes' load than wall time, but
