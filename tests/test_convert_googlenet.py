@@ -238,3 +238,14 @@ def test_command_line(state_dict_path, state_dict, tmp_path, capsys):
     written = convert.flatten_variables(convert.load_converted(str(out)))
     for name in expected:
         np.testing.assert_array_equal(written[name], expected[name])
+
+
+def test_command_line_refuses_a_foreign_state_dict(state_dict, tmp_path, capsys):
+    broken = {k: torch.from_numpy(v) for k, v in state_dict.items() if k != "fc.bias"}
+    path = tmp_path / "broken.pth"
+    torch.save(broken, path)
+    with pytest.raises(SystemExit) as exit_info:
+        convert.main(["--pth", str(path), "--out", str(tmp_path / "out.npz")])
+    assert exit_info.value.code == 1
+    assert "params/fc/bias" in capsys.readouterr().err
+    assert not (tmp_path / "out.npz").exists()

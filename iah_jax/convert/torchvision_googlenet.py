@@ -280,7 +280,10 @@ def main(argv: list[str] | None = None) -> None:
 
     state_dict = read_state_dict(args.pth)
     ignored = [n for n in state_dict if any(p.fullmatch(n) for p, _ in IGNORE_RULES)]
-    variables = convert_state_dict(state_dict)
+    try:
+        variables = convert_state_dict(state_dict)
+    except ValueError as error:
+        parser.exit(1, f"error: {error}\n")
     save_converted(variables, args.out)
 
     flat = flatten_variables(variables)
