@@ -18,6 +18,15 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.method = "iah"                        # see iah_jax.methods
+  # Options of the non-IAH methods (METHODS.md sections 2-4); margins and weights shared with IAH
+  # (semantic/category margins, label/semantic/category weights) stay in config.loss.
+  config.method_options = ml_collections.ConfigDict()
+  config.method_options.one_stage_loss = "weighted"    # one_stage: "weighted" (eq. 9) | "plain"
+  config.method_options.one_stage_slice_units = 0      # one_stage: FC to q*this, slice (0: auto)
+  config.method_options.dsrh_margin = 5.0              # dsrh: hinge margin (authors: 5.0, 64 bits)
+  config.method_options.bit_balance_weight = 1.0       # dsrh: rho of the bit-balance penalty
+  config.method_options.qadwh_triplet_margin = 1.0     # qadwh: margin of the weighted triplet loss
+  config.method_options.qadwh_weight_init_std = 0.1    # qadwh: W (c x q) starts at N(1, std^2)
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "synthetic_scenes"     # see iah_jax.data.registry

@@ -17,6 +17,10 @@ from typing import Callable
 # name -> module implementing build_model / compute_losses / encode
 _METHODS = {
     "iah": "iah_jax.methods.iah",
+    "one_stage": "iah_jax.methods.one_stage",
+    "dsrh": "iah_jax.methods.dsrh",
+    "qadwh": "iah_jax.methods.qadwh",
+    "category_baseline": "iah_jax.methods.category_baseline",
 }
 
 
