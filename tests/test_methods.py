@@ -154,3 +154,16 @@ def test_method_options_reach_the_losses():
               + method_losses.qadwh_weighted_triplet_loss(
                   outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25))
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["qadwh", "category_baseline"])
+def test_main_job_trains_and_evaluates_a_seed_method(name, tmp_path, tiny_data_dir):
+  config = tiny_config(tiny_data_dir, steps=4)
+  config.method = name
+  results = train.train_and_evaluate(config, str(tmp_path / name))
+  assert results["method"] == name
+  assert 0.0 <= results["semantic"]["8"]["map"] <= 1.0
+  if name == "category_baseline":  # category codes are evaluated per category (Fig. 9)
+    assert len(results["category_aware"]["2"]["per_category_map"]) == 10
+  else:
+    assert results["category_aware"] == {}
