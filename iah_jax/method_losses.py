@@ -110,10 +110,11 @@ def sample_bit_weights(labels: jax.Array, class_bit_weights: jax.Array) -> jax.A
   Returns:
     [B, q]: (labels @ W) / number of labels.
   """
-  labels = labels.astype(class_bit_weights.dtype)
-  if labels.ndim != 2 or class_bit_weights.ndim != 2 or labels.shape[1] != class_bit_weights.shape[0]:
+  if (labels.ndim != 2 or class_bit_weights.ndim != 2
+      or labels.shape[1] != class_bit_weights.shape[0]):
     raise ValueError(f"sample_bit_weights: expected labels [B, c] and W [c, q], got "
                      f"{labels.shape} and {class_bit_weights.shape}")
+  labels = labels.astype(class_bit_weights.dtype)
   return (labels @ class_bit_weights) / jnp.maximum(labels.sum(-1, keepdims=True), 1.0)
 
 
