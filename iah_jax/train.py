@@ -263,7 +263,7 @@ def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_d
   init_rng, train_rng = jax.random.split(rng)
   state = create_train_state(model, tx, init_rng, mesh, config.dataset.image_size, num_proposals)
   if config.model.pretrained:
-    state = _load_pretrained(state, config)
+    state = load_pretrained(state, config)
 
   manager = checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
   restored = restore_latest(manager, state)
@@ -332,7 +332,8 @@ def _validator(config: ml_collections.ConfigDict, model: nn.Module, builder,
   return validate
 
 
-def _load_pretrained(state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
+def load_pretrained(state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
+  """`state` with its backbone variables replaced by config.model.pretrained (strict merge)."""
   from iah_jax.models import pretrained
   variables = pretrained.load({"params": state.params, "batch_stats": state.batch_stats},
                               config.model.pretrained, prefix="backbone")

@@ -1,0 +1,265 @@
+"""One comparison cell: a method trained (deep) or fitted (shallow) at one code length, evaluated.
+
+A cell's result is a JSON-ready dict written to `<workdir>/cells/<method>_q<bits>.json`; a cell
+whose file exists is finished and is never recomputed (delete the file to redo it). Deep methods
+train through `iah_jax.train` in `<workdir>/<method>/q<q>_b<b>` (checkpoints resume there, so an
+interrupted cell continues where it stopped); shallow baselines are fitted on the pooled backbone
+features of a trained deep method (or of the supplied pretrained backbone), cached in
+`<workdir>/features/<source>_q<q>.npz`.
+
+Cell dict:
+  {"method", "kind": "deep" | "shallow", "bits", "bits_per_category",
+   "ranking": "hamming" | "query_adaptive_weighted_hamming",
+   "metrics": retrieval_metrics at ks = table ks + curve ks (semantic codes),
+   ["hamming_metrics": plain Hamming ranking of the same codes (qadwh)],
+   ["category_aware": {"map", "per_category_map"}] (methods with category codes),
+   "semantic_table": whether the semantic rows belong in the tables (not for
+   category_baseline, whose "semantic" code is its c * b category bits),
+   "features_from" (shallow), "best_step", "train_seconds", "eval_seconds"}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from iah_jax import baselines
+from iah_jax import config as config_lib
+from iah_jax import metrics
+from iah_jax import train
+from iah_jax.baselines import features as feature_lib
+from iah_jax.data import features
+
+logger = logging.getLogger("iah_jax")
+
+DEEP_METHODS = ("iah", "one_stage", "dsrh", "qadwh", "category_baseline")
+SHALLOW_METHODS = baselines.METHODS        # lsh, sh, itq, itq_cca
+ALL_METHODS = ("iah", "one_stage", "dsrh", "qadwh", "category_baseline", "itq_cca", "itq", "sh",
+               "lsh")
+# Features for the shallow baselines from a supplied backbone (config.model.pretrained).
+PRETRAINED = "pretrained"
+# Deep methods whose codes are not semantic codes of the paper's tables.
+_CATEGORY_ONLY = ("category_baseline",)
+
+
+def bits_per_category(config: ml_collections.ConfigDict, bits: int) -> int:
+  """b paired with q in the config (semantic_bits[i] -> bits_per_category[i]), else q // 4."""
+  for q, b in zip(config.semantic_bits, config.bits_per_category):
+    if int(q) == bits:
+      return int(b)
+  return max(1, bits // 4)
+
+
+def method_config(config: ml_collections.ConfigDict, method: str, bits: int,
+                  category_bits: int) -> ml_collections.ConfigDict:
+  """A copy of `config` for one method and one (q, b) pair, validated."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.method = method
+    config.semantic_bits, config.bits_per_category = (bits,), (category_bits,)
+  return config_lib.validate_config(config)
+
+
+def cell_path(workdir: str, method: str, bits: int) -> str:
+  return os.path.join(workdir, "cells", f"{method}_q{bits}.json")
+
+
+def load_cell(workdir: str, method: str, bits: int) -> dict | None:
+  path = cell_path(workdir, method, bits)
+  if not os.path.exists(path):
+    return None
+  with open(path) as file:
+    return json.load(file)
+
+
+def save_cell(workdir: str, cell: dict) -> None:
+  path = cell_path(workdir, cell["method"], cell["bits"])
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  partial = path + ".partial"   # a cell file is either complete or absent
+  with open(partial, "w") as file:
+    json.dump(cell, file, indent=2, default=_json_default)
+  os.replace(partial, path)
+
+
+def _json_default(value):
+  if isinstance(value, (np.integer, np.floating)):
+    return value.item()
+  if isinstance(value, (tuple, np.ndarray)):
+    return list(value)
+  raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _semantic_metrics(query_codes, db_codes, query_labels, db_labels, ks, config,
+                      query_weights=None) -> dict:
+  return metrics.retrieval_metrics(query_codes, db_codes, query_labels, db_labels, ks=ks,
+                                   ties=config.eval.ties, query_weights=query_weights)
+
+
+def _add_train_seconds(run_dir: str, seconds: float) -> float:
+  """Adds `seconds` to the run's training time on disk (a run may be trained over several
+  calls: resumed, or first trained as a feature source); returns the total."""
+  path = os.path.join(run_dir, "train_seconds.json")
+  total = seconds
+  if os.path.exists(path):
+    with open(path) as file:
+      total += json.load(file)["train_seconds"]
+  if jax.process_index() == 0:
+    with open(path, "w") as file:
+      json.dump({"train_seconds": total}, file)
+  return total
+
+
+def trained_state(config: ml_collections.ConfigDict, builder, mesh, run_dir: str):
+  """Trains (or resumes, or just restores) config.method at config's single (q, b) pair.
+
+  Returns (model, state restored from the best-on-validation or final checkpoint, best step,
+  training seconds of the run over all calls).
+  """
+  num_classes = builder.info.features[features.LABELS].shape[0]
+  q, b = int(config.semantic_bits[0]), int(config.bits_per_category[0])
+  model = train.build_model(config, num_classes, q, b)
+  started = time.perf_counter()
+  state = train.train(config, model=model, builder=builder, run_dir=run_dir, mesh=mesh,
+                      rng=jax.random.PRNGKey(config.seed))
+  train_seconds = _add_train_seconds(run_dir, time.perf_counter() - started)
+  selecting = bool(config.dataset.validation_split)
+  manager = train.checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
+  best_step = (manager.best_step() if selecting else None) or manager.latest_step()
+  state = train.restore_latest(manager, state, best=selecting) or state
+  manager.close()
+  return model, state, best_step, train_seconds
+
+
+def run_deep_cell(config: ml_collections.ConfigDict, method: str, bits: int, builder, mesh,
+                  workdir: str, ks: tuple[int, ...]) -> dict:
+  """Trains `method` at q = bits (b paired by `bits_per_category`) and evaluates its codes."""
+  category_bits = bits_per_category(config, bits)
+  config = method_config(config, method, bits, category_bits)
+  run_dir = os.path.join(workdir, method, f"q{bits}_b{category_bits}")
+  model, state, best_step, train_seconds = trained_state(config, builder, mesh, run_dir)
+
+  started = time.perf_counter()
+  encode_step = train.make_encode_step(model, mesh, config)
+  database = train.encode_split(state, encode_step, builder, config.dataset.database_split,
+                                config, mesh)
+  queries = train.encode_split(state, encode_step, builder, config.dataset.query_split, config,
+                               mesh)
+  labels = (queries["labels"], database["labels"])
+  cell = {"method": method, "kind": "deep", "bits": bits, "bits_per_category": category_bits,
+          "ranking": "hamming", "semantic_table": method not in _CATEGORY_ONLY,
+          "best_step": best_step, "train_seconds": train_seconds,
+          "num_queries": len(queries["labels"]), "num_database": len(database["labels"])}
+  plain = _semantic_metrics(queries["semantic_codes"], database["semantic_codes"], *labels, ks,
+                            config)
+  if "bit_weights" in queries:  # QaDWH ranks by query-adaptive weighted Hamming distance
+    cell["ranking"] = "query_adaptive_weighted_hamming"
+    cell["hamming_metrics"] = plain
+    cell["metrics"] = _semantic_metrics(queries["semantic_codes"], database["semantic_codes"],
+                                        *labels, ks, config, query_weights=queries["bit_weights"])
+  else:
+    cell["metrics"] = plain
+  if "category_codes" in queries:
+    category = metrics.category_aware_metrics(queries["category_codes"],
+                                              database["category_codes"], *labels,
+                                              ties=config.eval.ties)
+    cell["category_aware"] = {"map": category["map"],
+                              "per_category_map": category["per_category_map"]}
+  cell["eval_seconds"] = time.perf_counter() - started
+  return cell
+
+
+def backbone_features(config: ml_collections.ConfigDict, source: str, bits: int, builder, mesh,
+                      workdir: str) -> dict:
+  """Pooled backbone features {fit, database, query} x {features, labels} for the shallow
+  baselines, cached in <workdir>/features/<source>_q<bits>.npz.
+
+  `source` is a deep method (its trained backbone at q = bits; trained first if needed) or
+  "pretrained" (config.model.pretrained, untouched by training; independent of bits). `fit` is
+  config.dataset.train_split: the baselines never see the validation carve or the queries.
+  """
+  name = f"{PRETRAINED}.npz" if source == PRETRAINED else f"{source}_q{bits}.npz"
+  path = os.path.join(workdir, "features", name)
+  splits = {"fit": config.dataset.train_split, "database": config.dataset.database_split,
+            "query": config.dataset.query_split}
+  if os.path.exists(path):
+    with np.load(path, allow_pickle=False) as cached:
+      return {key: cached[key] for key in cached.files}
+
+  category_bits = bits_per_category(config, bits)
+  if source == PRETRAINED:
+    if not config.model.pretrained:
+      raise ValueError("features_from='pretrained' needs config.model.pretrained (converted "
+                       "backbone weights, see iah_jax.convert)")
+    source_config = method_config(config, "iah", bits, category_bits)
+    num_classes = builder.info.features[features.LABELS].shape[0]
+    model = train.build_model(source_config, num_classes, bits, category_bits)
+    num_proposals = builder.info.features[features.PROPOSALS].shape[0]
+    tx = train.make_optimizer(source_config, train.learning_rate_schedule(source_config, 1))
+    state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed), mesh,
+                                     config.dataset.image_size, num_proposals)
+    state = train.load_pretrained(state, source_config)
+  else:
+    if source not in DEEP_METHODS:
+      raise ValueError(f"features_from must be one of {DEEP_METHODS + (PRETRAINED,)}, got "
+                       f"{source!r}")
+    source_config = method_config(config, source, bits, category_bits)
+    run_dir = os.path.join(workdir, source, f"q{bits}_b{category_bits}")
+    model, state, _, _ = trained_state(source_config, builder, mesh, run_dir)
+  variables = feature_lib.backbone_variables({"params": state.params,
+                                              "batch_stats": state.batch_stats})
+  arrays = {}
+  for key, split in splits.items():
+    arrays[f"{key}_features"], arrays[f"{key}_labels"] = feature_lib.extract_features(
+        model.backbone, variables, builder, split, config.dataset.image_size,
+        batch_size=config.eval.batch_size)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".partial", "wb") as file:
+    np.savez(file, **arrays)
+  os.replace(path + ".partial", path)
+  return arrays
+
+
+def run_shallow_cell(config: ml_collections.ConfigDict, method: str, bits: int, builder, mesh,
+                     workdir: str, ks: tuple[int, ...], features_from: str) -> dict:
+  """Fits a shallow baseline on backbone features of the fit split and evaluates it."""
+  arrays = backbone_features(config, features_from, bits, builder, mesh, workdir)
+  started = time.perf_counter()
+  hasher = baselines.fit(method, arrays["fit_features"], bits, labels=arrays["fit_labels"],
+                         seed=config.seed)
+  fit_seconds = time.perf_counter() - started
+  started = time.perf_counter()
+  scores = _semantic_metrics(hasher.encode(arrays["query_features"]),
+                             hasher.encode(arrays["database_features"]), arrays["query_labels"],
+                             arrays["database_labels"], ks, config)
+  return {"method": method, "kind": "shallow", "bits": bits,
+          "bits_per_category": None, "ranking": "hamming", "semantic_table": True,
+          "features_from": features_from, "best_step": None, "train_seconds": fit_seconds,
+          "eval_seconds": time.perf_counter() - started, "metrics": scores,
+          "num_queries": len(arrays["query_labels"]),
+          "num_database": len(arrays["database_labels"])}
+
+
+def run_cell(config: ml_collections.ConfigDict, method: str, bits: int, builder, mesh,
+             workdir: str, ks: tuple[int, ...], features_from: str) -> dict:
+  """The finished cell from disk, or the cell computed now and saved."""
+  cell = load_cell(workdir, method, bits)
+  if cell is not None:
+    logger.info("%s q=%d: finished earlier (%s)", method, bits, cell_path(workdir, method, bits))
+    return cell
+  if method in DEEP_METHODS:
+    cell = run_deep_cell(config, method, bits, builder, mesh, workdir, ks)
+  elif method in SHALLOW_METHODS:
+    cell = run_shallow_cell(config, method, bits, builder, mesh, workdir, ks, features_from)
+  else:
+    raise ValueError(f"unknown method {method!r}; known: {ALL_METHODS}")
+  if jax.process_index() == 0:
+    save_cell(workdir, cell)
+  logger.info("%s q=%d: MAP %.4f (%.0f s training, %.0f s evaluation)", method, bits,
+              cell["metrics"]["map"], cell["train_seconds"], cell["eval_seconds"])
+  return cell
