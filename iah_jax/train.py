@@ -395,11 +395,17 @@ def encode_split(state: TrainState, encode_step: Callable, builder, split: str,
 
 
 def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDict) -> dict:
-  """Semantic (and, where the method has them, category-aware) retrieval metrics."""
+  """Semantic Hamming-ranking metrics, and where the method has them, the same codes ranked by
+  query-adaptive weighted Hamming distance (`query_adaptive`: QaDWH's ranking, also on IAH's codes)
+  and the category-aware metrics."""
   ks = tuple(int(k) for k in config.eval.ks)
   results = {"semantic": metrics.retrieval_metrics(
       queries["semantic_codes"], database["semantic_codes"], queries["labels"],
       database["labels"], ks=ks, ties=config.eval.ties)}
+  if "bit_weights" in queries:
+    results["query_adaptive"] = metrics.retrieval_metrics(
+        queries["semantic_codes"], database["semantic_codes"], queries["labels"],
+        database["labels"], ks=ks, ties=config.eval.ties, query_weights=queries["bit_weights"])
   if "category_codes" in queries:
     results["category_aware"] = metrics.category_aware_metrics(
         queries["category_codes"], database["category_codes"], queries["labels"],
@@ -429,7 +435,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_batch_size(config.batch_size, mesh)
   builder = load_dataset(config)
   num_classes = builder.info.features[features.LABELS].shape[0]
-  results: dict[str, Any] = {"method": config.method, "semantic": {}, "category_aware": {},
+  results: dict[str, Any] = {"method": config.method, "semantic": {}, "query_adaptive": {},
+                             "category_aware": {},
                              "train_seconds": 0.0,
                              "config": config.to_dict()}
   rng = jax.random.PRNGKey(config.seed)
@@ -450,6 +457,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     queries = encode_split(state, encode_step, builder, config.dataset.query_split, config, mesh)
     run_metrics = evaluate_run(database, queries, config)
     results["semantic"][str(q)] = run_metrics["semantic"]
+    if "query_adaptive" in run_metrics:
+      results["query_adaptive"][str(q)] = run_metrics["query_adaptive"]
     logger.info("q%d_b%d: semantic MAP %.4f, wMAP %.4f", q, b, run_metrics["semantic"]["map"],
                 run_metrics["semantic"]["wmap"])
     if "category_aware" in run_metrics:
@@ -479,6 +488,9 @@ def format_results(results: dict) -> str:
   for bits, row in results["semantic"].items():
     lines.append(f"  {bits:>4}  " + "  ".join(f"{row.get(name, float('nan')):>10.4f}"
                                               for name in names))
+  for bits, row in results.get("query_adaptive", {}).items():
+    lines.append(f"  {bits:>4}  query-adaptive weighted Hamming ranking: map={row['map']:.4f}  "
+                 f"wmap={row['wmap']:.4f}")
   lines.append("category-aware hashing (per-category MAP averaged over categories)")
   for bits, row in results["category_aware"].items():
     lines.append(f"  b={bits:>3}  map={row['map']:.4f}  ({row.get('run', '')})")

@@ -11,7 +11,8 @@ Cell dict:
   {"method", "kind": "deep" | "shallow", "bits", "bits_per_category",
    "ranking": "hamming" | "query_adaptive_weighted_hamming",
    "metrics": retrieval_metrics at ks = table ks + curve ks (semantic codes),
-   ["hamming_metrics": plain Hamming ranking of the same codes (qadwh)],
+   "variants": {name: metrics} the same codes ranked the other way (qadwh: "plain Hamming";
+   iah: "query-adaptive weighted Hamming" with W from its semantic FC),
    ["category_aware": {"map", "per_category_map"}] (methods with category codes),
    "semantic_table": whether the semantic rows belong in the tables (not for
    category_baseline, whose "semantic" code is its c * b category bits),
@@ -46,6 +47,9 @@ ALL_METHODS = ("iah", "one_stage", "dsrh", "qadwh", "category_baseline", "itq_cc
 PRETRAINED = "pretrained"
 # Deep methods whose codes are not semantic codes of the paper's tables.
 _CATEGORY_ONLY = ("category_baseline",)
+# Methods whose own ranking is query-adaptive weighted Hamming (the others: plain Hamming).
+_QUERY_ADAPTIVE = ("qadwh",)
+QUERY_ADAPTIVE = "query_adaptive_weighted_hamming"
 
 
 def bits_per_category(config: ml_collections.ConfigDict, bits: int) -> int:
@@ -93,12 +97,6 @@ def _json_default(value):
   if isinstance(value, (tuple, np.ndarray)):
     return list(value)
   raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def _semantic_metrics(query_codes, db_codes, query_labels, db_labels, ks, config,
-                      query_weights=None) -> dict:
-  return metrics.retrieval_metrics(query_codes, db_codes, query_labels, db_labels, ks=ks,
-                                   ties=config.eval.ties, query_weights=query_weights)
 
 
 def _add_train_seconds(run_dir: str, seconds: float) -> float:
@@ -150,26 +148,24 @@ def run_deep_cell(config: ml_collections.ConfigDict, method: str, bits: int, bui
                                 config, mesh)
   queries = train.encode_split(state, encode_step, builder, config.dataset.query_split, config,
                                mesh)
-  labels = (queries["labels"], database["labels"])
+  with config.unlocked():
+    config.eval.ks = ks
+  evaluated = train.evaluate_run(database, queries, config)
   cell = {"method": method, "kind": "deep", "bits": bits, "bits_per_category": category_bits,
-          "ranking": "hamming", "semantic_table": method not in _CATEGORY_ONLY,
-          "best_step": best_step, "train_seconds": train_seconds,
-          "num_queries": len(queries["labels"]), "num_database": len(database["labels"])}
-  plain = _semantic_metrics(queries["semantic_codes"], database["semantic_codes"], *labels, ks,
-                            config)
-  if "bit_weights" in queries:  # QaDWH ranks by query-adaptive weighted Hamming distance
-    cell["ranking"] = "query_adaptive_weighted_hamming"
-    cell["hamming_metrics"] = plain
-    cell["metrics"] = _semantic_metrics(queries["semantic_codes"], database["semantic_codes"],
-                                        *labels, ks, config, query_weights=queries["bit_weights"])
-  else:
-    cell["metrics"] = plain
-  if "category_codes" in queries:
-    category = metrics.category_aware_metrics(queries["category_codes"],
-                                              database["category_codes"], *labels,
-                                              ties=config.eval.ties)
-    cell["category_aware"] = {"map": category["map"],
-                              "per_category_map": category["per_category_map"]}
+          "ranking": "hamming", "metrics": evaluated["semantic"], "variants": {},
+          "semantic_table": method not in _CATEGORY_ONLY, "best_step": best_step,
+          "train_seconds": train_seconds, "num_queries": len(queries["labels"]),
+          "num_database": len(database["labels"])}
+  if "query_adaptive" in evaluated:
+    if method in _QUERY_ADAPTIVE:  # the method's own ranking; plain Hamming as the variant
+      cell["ranking"] = QUERY_ADAPTIVE
+      cell["metrics"], cell["variants"]["plain Hamming"] = (evaluated["query_adaptive"],
+                                                            evaluated["semantic"])
+    else:
+      cell["variants"]["query-adaptive weighted Hamming"] = evaluated["query_adaptive"]
+  if "category_aware" in evaluated:
+    cell["category_aware"] = {key: evaluated["category_aware"][key]
+                              for key in ("map", "per_category_map")}
   cell["eval_seconds"] = time.perf_counter() - started
   return cell
 
@@ -234,13 +230,13 @@ def run_shallow_cell(config: ml_collections.ConfigDict, method: str, bits: int, 
                          seed=config.seed)
   fit_seconds = time.perf_counter() - started
   started = time.perf_counter()
-  scores = _semantic_metrics(hasher.encode(arrays["query_features"]),
-                             hasher.encode(arrays["database_features"]), arrays["query_labels"],
-                             arrays["database_labels"], ks, config)
+  scores = metrics.retrieval_metrics(
+      hasher.encode(arrays["query_features"]), hasher.encode(arrays["database_features"]),
+      arrays["query_labels"], arrays["database_labels"], ks=ks, ties=config.eval.ties)
   return {"method": method, "kind": "shallow", "bits": bits,
           "bits_per_category": None, "ranking": "hamming", "semantic_table": True,
           "features_from": features_from, "best_step": None, "train_seconds": fit_seconds,
-          "eval_seconds": time.perf_counter() - started, "metrics": scores,
+          "eval_seconds": time.perf_counter() - started, "metrics": scores, "variants": {},
           "num_queries": len(arrays["query_labels"]),
           "num_database": len(arrays["database_labels"])}
 

@@ -21,7 +21,6 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 TITLES = {"iah": "IAH", "one_stage": "One-Stage (DNNH)", "dsrh": "DSRH", "qadwh": "QaDWH",
           "category_baseline": "Category baseline (Fig. 9)", "itq_cca": "ITQ-CCA", "itq": "ITQ",
           "sh": "SH", "lsh": "LSH"}
-QADWH_HAMMING = "QaDWH (plain Hamming)"
 
 
 def _title(method: str) -> str:
@@ -41,8 +40,8 @@ def _semantic_rows(cells: list[dict]) -> dict[str, dict[int, dict]]:
     if not cell["semantic_table"]:
       continue
     rows.setdefault(_title(cell["method"]), {})[cell["bits"]] = cell["metrics"]
-    if "hamming_metrics" in cell:
-      rows.setdefault(QADWH_HAMMING, {})[cell["bits"]] = cell["hamming_metrics"]
+    for variant, variant_metrics in cell.get("variants", {}).items():
+      rows.setdefault(f"{_title(cell['method'])} ({variant})", {})[cell["bits"]] = variant_metrics
   return rows
 
 

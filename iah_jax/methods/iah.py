@@ -41,4 +41,6 @@ def encode(outputs: dict, config: ml_collections.ConfigDict) -> dict:
       "category_codes": iah.category_codes(outputs["category_features"],
                                            outputs["proposal_label_probs"], bound),
       "label_probs": outputs["label_probs"],
+      # Query-adaptive weighted Hamming ranking (optional, train.evaluate_run): w = p @ W.
+      "bit_weights": outputs["label_probs"] @ outputs["class_bit_weights"],
   }

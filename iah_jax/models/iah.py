@@ -53,12 +53,28 @@ def category_codes(category_features: jax.Array, proposal_label_probs: jax.Array
   return binarize(category_features / jnp.maximum(weight, 1e-12), output_bound)
 
 
+def class_bit_weights(semantic_kernel: jax.Array, num_classes: int,
+                      bits_per_category: int) -> jax.Array:
+  """Class-wise bit weights W [c, q] read off the semantic FC kernel [c * b, q] (our choice).
+
+  Semantic bit k is a function of the c category pieces f_j; W_jk = the L2 norm of the kernel
+  rows that carry piece j into bit k (how strongly category j drives bit k), each row of W scaled
+  to mean 1. With IAH's label probabilities p, w = p @ W gives the query-adaptive bit weights of
+  QaDWH's ranking (METHODS.md section 4: "the same ranking on top of IAH's semantic codes").
+  """
+  kernel = jax.lax.stop_gradient(semantic_kernel.astype(jnp.float32))
+  pieces = kernel.reshape(num_classes, bits_per_category, -1)           # [c, b, q]
+  norms = jnp.sqrt(jnp.sum(pieces * pieces, axis=1))                    # [c, q]
+  return norms / jnp.maximum(jnp.mean(norms, axis=-1, keepdims=True), 1e-12)
+
+
 class IAH(nn.Module):
   """IAH network. `__call__(images[B,H,W,3], proposals[B,N,4], train) -> dict` with
 
   - ``label_logits``: m [B, c] (eq. 1), ``label_probs``: p [B, c] (eq. 2),
   - ``proposal_label_probs``: P [B, N, c] (eq. 5),
-  - ``category_features``: f [B, c, b] (eq. 6), ``semantic_features``: s [B, q].
+  - ``category_features``: f [B, c, b] (eq. 6), ``semantic_features``: s [B, q],
+  - ``class_bit_weights``: W [c, q] from the semantic FC (see `class_bit_weights`).
 
   Attributes:
     backbone: any module mapping images [B, H, W, 3] in [0, 1] to a feature map [B, h, w, C].
@@ -97,9 +113,11 @@ class IAH(nn.Module):
                                       name="hash_fc")(pooled).astype(jnp.float32))  # H
     category_features = ops.kronecker_fusion(proposal_label_probs, proposal_hashes)  # f
     flat = category_features.reshape(category_features.shape[0], -1)
-    semantic_features = squash(nn.Dense(self.semantic_bits, dtype=self.dtype,
-                                        name="semantic_fc")(flat).astype(jnp.float32))  # s
+    semantic_fc = nn.Dense(self.semantic_bits, dtype=self.dtype, name="semantic_fc")
+    semantic_features = squash(semantic_fc(flat).astype(jnp.float32))          # s
     return {
+        "class_bit_weights": class_bit_weights(semantic_fc.variables["params"]["kernel"],
+                                               self.num_classes, self.bits_per_category),
         "label_logits": label_logits,
         "label_probs": jax.nn.softmax(label_logits, axis=-1),
         "proposal_label_probs": proposal_label_probs,
