@@ -1,0 +1,193 @@
+"""`python -m iah_jax.compare`: every method's cell on a tiny config, the report (Table II layout,
+plots, per-category MAP), resuming without recomputation, and the pieces it is built from."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from iah_jax import baselines
+from iah_jax import compare
+from iah_jax import metrics
+from iah_jax.comparison import cells as cell_lib
+from iah_jax.comparison import report
+from iah_jax.models import iah as iah_model
+from tests.test_train import REPO, tiny_config
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CURVE_KS = (1, 5, 10)
+
+
+def table(text: str, title: str) -> dict[str, list[str]]:
+  """The rows of the Markdown table under '## title': row title -> its cells."""
+  section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+  lines = [line for line in section.strip().splitlines() if line.startswith("|")]
+  rows = {}
+  for line in lines[2:]:
+    cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+    rows[cells[0]] = cells[1:]
+  return rows
+
+
+def number(cell: str) -> float:
+  return float(cell.strip("*"))
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("compare"))
+  config = tiny_config(tiny_data_dir, steps=2)
+  results = compare.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
+  with open(os.path.join(workdir, "comparison.md")) as file:
+    text = file.read()
+  return config, workdir, results, text
+
+
+@pytest.mark.slow
+def test_report_has_every_method_row_the_tables_and_the_plots(compared):
+  _, workdir, results, text = compared
+  assert [cell["method"] for cell in results] == list(cell_lib.ALL_METHODS)
+  semantic_rows = ["IAH", "IAH (query-adaptive weighted Hamming)", "One-Stage (DNNH)", "DSRH",
+                   "QaDWH", "QaDWH (plain Hamming)", "ITQ-CCA", "ITQ", "SH", "LSH"]
+  for title in ("NDCG@10", "ACG@10", "MAP", "Weighted MAP"):
+    rows = table(text, title)
+    assert list(rows) == semantic_rows, title
+  by_method = {cell["method"]: cell for cell in results}
+  map_rows = table(text, "MAP")
+  for method, cell in by_method.items():
+    if method != "category_baseline":
+      assert number(map_rows[report.TITLES[method]][0]) == pytest.approx(
+          cell["metrics"]["map"], abs=5e-5)
+  best = max(cell["metrics"]["map"] for cell in results if cell["semantic_table"])
+  bold = [title for title, row in map_rows.items() if row[0].startswith("**")]
+  assert bold and all(number(map_rows[title][0]) == pytest.approx(best, abs=5e-5)
+                      for title in bold)
+  # The category baseline has only category-aware codes: it appears in the Fig. 8/9 table only.
+  category_rows = table(text, "Category-aware codes: per-category MAP (IAH Figs. 8-9)")
+  assert set(category_rows) == {"IAH", "Category baseline (Fig. 9)"}
+  for method in ("iah", "category_baseline"):
+    row = category_rows[report.TITLES[method]]
+    per_category = by_method[method]["category_aware"]["per_category_map"]
+    assert row[0] == "2" and len(row) == 2 + len(per_category)
+    assert number(row[1]) == pytest.approx(by_method[method]["category_aware"]["map"], abs=5e-5)
+  for name in ("ndcg_q8.png", "acg_q8.png", "per_category_map_b2.png"):
+    with open(os.path.join(workdir, name), "rb") as file:
+      assert file.read(8) == PNG_MAGIC, name
+    assert f"({name})" in text
+  for method in cell_lib.ALL_METHODS:
+    assert os.path.exists(cell_lib.cell_path(workdir, method, 8))
+
+
+@pytest.mark.slow
+def test_cells_hold_curves_and_the_ranking_each_method_uses(compared):
+  _, _, results, _ = compared
+  by_method = {cell["method"]: cell for cell in results}
+  for cell in results:
+    for k in CURVE_KS:
+      assert 0.0 <= cell["metrics"][f"ndcg@{k}"] <= 1.0 + 1e-9
+  assert by_method["qadwh"]["ranking"] == cell_lib.QUERY_ADAPTIVE
+  assert set(by_method["qadwh"]["variants"]) == {"plain Hamming"}
+  assert by_method["iah"]["ranking"] == "hamming"
+  assert set(by_method["iah"]["variants"]) == {"query-adaptive weighted Hamming"}
+  assert not by_method["category_baseline"]["semantic_table"]
+  assert by_method["category_baseline"]["bits_per_category"] == 2
+  assert all(by_method[m]["kind"] == "shallow" for m in cell_lib.SHALLOW_METHODS)
+
+
+@pytest.mark.slow
+def test_shallow_cells_are_fitted_on_the_train_split_features(compared, tiny_data_dir):
+  config, workdir, results, _ = compared
+  cached = np.load(os.path.join(workdir, "features", "iah_q8.npz"))
+  from iah_jax.data import synthetic_scenes
+  builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
+  sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
+  assert cached["fit_features"].shape[0] == sizes["train"]      # config.dataset.train_split
+  assert cached["database_features"].shape[0] == sizes["train"]
+  assert cached["query_features"].shape[0] == sizes["test"]
+  for method in cell_lib.SHALLOW_METHODS:
+    hasher = baselines.fit(method, cached["fit_features"], 8, labels=cached["fit_labels"],
+                           seed=config.seed)
+    expected = metrics.retrieval_metrics(
+        hasher.encode(cached["query_features"]), hasher.encode(cached["database_features"]),
+        cached["query_labels"], cached["database_labels"], ks=(10,), ties=config.eval.ties)
+    cell = next(cell for cell in results if cell["method"] == method)
+    assert cell["features_from"] == "iah"
+    assert cell["metrics"]["map"] == pytest.approx(expected["map"], abs=1e-9), method
+
+
+@pytest.mark.slow
+def test_second_run_reuses_finished_cells_and_redoes_only_a_missing_one(compared, monkeypatch):
+  config, workdir, results, _ = compared
+  os.remove(cell_lib.cell_path(workdir, "lsh", 8))
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished cell or a cached feature source was trained again")
+  monkeypatch.setattr(cell_lib.train, "train", no_training)
+  again = compare.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
+  assert [cell["metrics"]["map"] for cell in again] == pytest.approx(
+      [cell["metrics"]["map"] for cell in results], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_command_line_rewrites_the_report_from_finished_cells(compared, tiny_data_dir, tmp_path):
+  _, workdir, _, text = compared
+  os.remove(os.path.join(workdir, "comparison.md"))
+  config_file = tmp_path / "tiny_config.py"
+  config_file.write_text(textwrap.dedent(f"""
+      import sys
+      sys.path.insert(0, {REPO!r})
+      from tests.test_train import tiny_config
+      def get_config():
+        return tiny_config({tiny_data_dir!r}, steps=2)
+  """))
+  run = subprocess.run(
+      [sys.executable, "-m", "iah_jax.compare", f"--config={config_file}",
+       f"--workdir={workdir}", "--bits=8", "--curve_ks=1,5,10"],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  with open(os.path.join(workdir, "comparison.md")) as file:
+    rewritten = file.read()
+  assert table(rewritten, "MAP") == table(text, "MAP")
+  bad = subprocess.run(
+      [sys.executable, "-m", "iah_jax.compare", f"--config={config_file}",
+       f"--workdir={workdir}", "--bits=8,x"], cwd=REPO, capture_output=True, text=True,
+      timeout=600)
+  assert bad.returncode != 0 and "--bits must be a comma-separated list of integers" in bad.stderr
+
+
+def test_unknown_method_and_feature_source_are_refused(tiny_data_dir, tmp_path):
+  config = tiny_config(tiny_data_dir)
+  with pytest.raises(ValueError, match=re.escape("unknown method(s) ['pca']")):
+    compare.compare(config, str(tmp_path), ["iah", "pca"], (8,))
+  with pytest.raises(ValueError, match="features_from must be one of"):
+    compare.compare(config, str(tmp_path), ["lsh"], (8,), features_from="lsh")
+
+
+def test_bits_per_category_follows_the_config_pairing_else_a_quarter():
+  config = tiny_config("unused")
+  config.semantic_bits, config.bits_per_category = (16, 32), (4, 6)
+  assert cell_lib.bits_per_category(config, 32) == 6
+  assert cell_lib.bits_per_category(config, 48) == 12
+  assert cell_lib.bits_per_category(config, 2) == 1
+
+
+def test_iah_class_bit_weights_are_row_normalised_kernel_piece_norms():
+  rng = np.random.default_rng(0)
+  c, b, q = 3, 4, 5
+  kernel = rng.normal(size=(c * b, q)).astype(np.float32)
+  expected = np.zeros((c, q))
+  for j in range(c):
+    for k in range(q):
+      expected[j, k] = np.sqrt(sum(kernel[j * b + i, k] ** 2 for i in range(b)))
+    expected[j] /= expected[j].mean()
+  np.testing.assert_allclose(np.asarray(iah_model.class_bit_weights(kernel, c, b)), expected,
+                             rtol=1e-5)
+  # No gradient flows into the kernel through the ranking weights.
+  grad = jax.grad(lambda k: iah_model.class_bit_weights(k, c, b).sum())(kernel)
+  assert np.all(np.asarray(grad) == 0.0)
