@@ -162,10 +162,14 @@ def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir)
   workdir = tmp_path / "run"
   results = train.train_and_evaluate(config, str(workdir))
   written = json.loads((workdir / "results.json").read_text())
-  assert set(written) == {"method", "semantic", "category_aware", "train_seconds", "config"}
+  assert set(written) == {"method", "semantic", "query_adaptive", "category_aware",
+                          "train_seconds", "config"}
   semantic = written["semantic"]["8"]
   assert {"map", "wmap", "ndcg@10", "acg@10"} <= set(semantic)
   assert 0.0 <= semantic["map"] <= 1.0
+  # The same IAH codes ranked by query-adaptive weighted Hamming distance (w = p @ W).
+  assert set(written["query_adaptive"]["8"]) == set(semantic)
+  assert 0.0 <= written["query_adaptive"]["8"]["map"] <= 1.0
   category = written["category_aware"]["2"]
   assert len(category["per_category_map"]) == 10
   assert written["config"]["num_train_steps"] == 8
