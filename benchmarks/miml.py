@@ -29,21 +29,19 @@ CPU-s each, a few minutes on 2 cores; later runs reuse them).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import resource
 import time
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from iah_jax import config as config_lib
+from iah_jax import console
 from iah_jax import metrics
 from iah_jax import methods
 from iah_jax import train
@@ -147,14 +145,6 @@ def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict
   }
 
 
-def _to_json(value):
-  if isinstance(value, (np.integer, np.floating)):
-    return value.item()
-  if isinstance(value, (tuple, np.ndarray)):
-    return list(value)
-  raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
 def format_table(results: dict) -> str:
   lines = [f"MIML: {results['num_queries']} queries vs {results['num_database']} database "
            "images, Hamming ranking (ties by database index)",
@@ -178,14 +168,6 @@ def format_table(results: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  logger = logging.getLogger("iah_jax")
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
-  logger.propagate = False
-
   bits = [int(value) for value in FLAGS.bits]
   if any(q < 1 for q in bits):
     raise ValueError(f"--bits must be positive integers, got {FLAGS.bits}")
@@ -201,7 +183,7 @@ def main(argv):
   os.makedirs(workdir, exist_ok=True)
 
   wall, cpu, load_start = time.perf_counter(), cpu_seconds(), os.getloadavg()[0]
-  with logging_redirect_tqdm(loggers=[logger]):
+  with console.progress_logging() as logger:
     builder = train.load_dataset(config)
     mesh = train.make_mesh()
     runs = {}
@@ -218,7 +200,7 @@ def main(argv):
       "load_average_end": os.getloadavg()[0], "config": config.to_dict(),
   }
   with open(os.path.join(workdir, "miml_results.json"), "w") as file:
-    json.dump(results, file, indent=2, default=_to_json)
+    json.dump(results, file, indent=2, default=train.json_default)
   print(format_table(results))
 
 

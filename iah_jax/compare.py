@@ -23,20 +23,15 @@ a local directory.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from iah_jax import config as config_lib
-from iah_jax import train
+from iah_jax import comparison
+from iah_jax import console
 from iah_jax.comparison import cells as cell_lib
-from iah_jax.comparison import report
-from iah_jax.data import features
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.",
@@ -62,54 +57,15 @@ def parse_positive_ints(values, name: str) -> tuple[int, ...]:
   return parsed
 
 
-def compare(config, workdir: str, methods, bits, features_from: str = "iah",
-            curve_ks=(1, 5, 10, 20, 50, 100, 200, 500, 1000)) -> list[dict]:
-  """Runs (or reloads) every (method, bits) cell and writes the report; returns the cells."""
-  unknown = [method for method in methods if method not in cell_lib.ALL_METHODS]
-  if unknown:
-    raise ValueError(f"unknown method(s) {unknown}; known: {list(cell_lib.ALL_METHODS)}")
-  if features_from not in cell_lib.DEEP_METHODS + (cell_lib.PRETRAINED,):
-    raise ValueError(f"features_from must be one of "
-                     f"{list(cell_lib.DEEP_METHODS) + [cell_lib.PRETRAINED]}, got "
-                     f"{features_from!r}")
-  config_lib.validate_config(config)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
-  builder = train.load_dataset(config)
-  mesh = train.make_mesh()
-  ks = tuple(sorted({int(k) for k in config.eval.ks} | {int(k) for k in curve_ks}))
-  results = [cell_lib.run_cell(config, method, int(q), builder, mesh, workdir, ks,
-                               features_from)
-             for q in bits for method in methods]
-  results.sort(key=lambda cell: (methods.index(cell["method"]), cell["bits"]))
-  num_classes = builder.info.features[features.LABELS].shape[0]
-  class_names = list(getattr(builder.builder_config, "class_names", None) or
-                     [f"category {index}" for index in range(num_classes)])
-  notes = [f"config: method-independent settings of {config.dataset.name!r} "
-           f"(backbone {config.model.backbone}, {config.num_train_steps} steps, batch "
-           f"{config.batch_size}); shallow baselines on pooled backbone features from "
-           f"{features_from!r}"]
-  report.write_report(results, workdir, dataset=config.dataset.name,
-                      table_ks=tuple(int(k) for k in config.eval.ks), class_names=class_names,
-                      ties=config.eval.ties, notes=notes)
-  return results
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  logger = logging.getLogger("iah_jax")
-  logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
-  logger.propagate = False
   config = FLAGS.config
   bits = parse_positive_ints(FLAGS.bits or config.semantic_bits, "bits")
   curve_ks = parse_positive_ints(FLAGS.curve_ks, "curve_ks")
-  with logging_redirect_tqdm(loggers=[logger]):
-    compare(config, FLAGS.workdir, list(FLAGS.methods), bits, FLAGS.features_from, curve_ks)
+  with console.progress_logging():
+    comparison.compare(config, FLAGS.workdir, list(FLAGS.methods), bits, FLAGS.features_from,
+                       curve_ks)
   print(f"wrote {os.path.join(os.path.abspath(FLAGS.workdir), 'comparison.md')}")
 
 

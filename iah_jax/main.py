@@ -6,15 +6,12 @@
 Resumes automatically from the checkpoints in --workdir.
 """
 
-import logging
-
 from absl import app
 import jax
 from absl import flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
-from tqdm.contrib.logging import logging_redirect_tqdm
 
+from iah_jax import console
 from iah_jax import train
 
 FLAGS = flags.FLAGS
@@ -31,15 +28,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.distributed:
     jax.distributed.initialize()  # coordinator and process ids from SLURM / TPU metadata
-  # Our progress and metrics at INFO; the libraries' (orbax, TFDS) chatter only from WARNING.
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  logger = logging.getLogger("iah_jax")
-  logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
-  logger.propagate = False
-  with logging_redirect_tqdm(loggers=[logger]):  # log lines above the progress bar
+  with console.progress_logging():
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

@@ -465,12 +465,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       results["category_aware"][str(b)] = dict(run_metrics["category_aware"], run=f"q{q}_b{b}")
   if jax.process_index() == 0:  # one writer in multi-host runs
     with tf_io().gfile.GFile(os.path.join(workdir, "results.json"), "w") as file:
-      file.write(json.dumps(results, indent=2, default=_json_default))
+      file.write(json.dumps(results, indent=2, default=json_default))
     print(format_results(results))
   return results
 
 
-def _json_default(value):
+def json_default(value):
+  """json.dump(default=...) for NumPy scalars and arrays and tuples."""
   if isinstance(value, (np.integer, np.floating)):
     return value.item()
   if isinstance(value, (tuple, np.ndarray)):

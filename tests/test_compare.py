@@ -1,7 +1,6 @@
 """`python -m iah_jax.compare`: every method's cell on a tiny config, the report (Table II layout,
 plots, per-category MAP), resuming without recomputation, and the pieces it is built from."""
 
-import json
 import os
 import re
 import subprocess
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from iah_jax import baselines
-from iah_jax import compare
+from iah_jax import comparison
 from iah_jax import metrics
 from iah_jax.comparison import cells as cell_lib
 from iah_jax.comparison import report
@@ -43,7 +42,7 @@ def number(cell: str) -> float:
 def compared(tiny_data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("compare"))
   config = tiny_config(tiny_data_dir, steps=2)
-  results = compare.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
+  results = comparison.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
   with open(os.path.join(workdir, "comparison.md")) as file:
     text = file.read()
   return config, workdir, results, text
@@ -129,7 +128,7 @@ def test_second_run_reuses_finished_cells_and_redoes_only_a_missing_one(compared
   def no_training(*args, **kwargs):
     raise AssertionError("a finished cell or a cached feature source was trained again")
   monkeypatch.setattr(cell_lib.train, "train", no_training)
-  again = compare.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
+  again = comparison.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
   assert [cell["metrics"]["map"] for cell in again] == pytest.approx(
       [cell["metrics"]["map"] for cell in results], abs=1e-12)
 
@@ -164,9 +163,9 @@ def test_command_line_rewrites_the_report_from_finished_cells(compared, tiny_dat
 def test_unknown_method_and_feature_source_are_refused(tiny_data_dir, tmp_path):
   config = tiny_config(tiny_data_dir)
   with pytest.raises(ValueError, match=re.escape("unknown method(s) ['pca']")):
-    compare.compare(config, str(tmp_path), ["iah", "pca"], (8,))
+    comparison.compare(config, str(tmp_path), ["iah", "pca"], (8,))
   with pytest.raises(ValueError, match="features_from must be one of"):
-    compare.compare(config, str(tmp_path), ["lsh"], (8,), features_from="lsh")
+    comparison.compare(config, str(tmp_path), ["lsh"], (8,), features_from="lsh")
 
 
 def test_bits_per_category_follows_the_config_pairing_else_a_quarter():

@@ -87,16 +87,8 @@ def save_cell(workdir: str, cell: dict) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   partial = path + ".partial"   # a cell file is either complete or absent
   with open(partial, "w") as file:
-    json.dump(cell, file, indent=2, default=_json_default)
+    json.dump(cell, file, indent=2, default=train.json_default)
   os.replace(partial, path)
-
-
-def _json_default(value):
-  if isinstance(value, (np.integer, np.floating)):
-    return value.item()
-  if isinstance(value, (tuple, np.ndarray)):
-    return list(value)
-  raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def _add_train_seconds(run_dir: str, seconds: float) -> float:
