@@ -16,7 +16,8 @@ config's semantic_bits); b per category is the config's pairing, else q / 4.
 
 Writes <workdir>/comparison.md (IAH Table II layout: NDCG@k and ACG@k for the config's
 eval.ks, MAP, weighted MAP), ndcg_q<q>.png / acg_q<q>.png (Figs. 6-7, m from --curve_ks) and
-per_category_map_b<b>.png (Figs. 8-9). It resumes: each finished (method, bits) cell is kept in
+per_category_map_b<b>.png (Figs. 8-9), covering every cell finished in the workdir (earlier
+calls with other bits or methods included). It resumes: each finished (method, bits) cell is kept in
 <workdir>/cells/ and not recomputed; deep runs resume from their checkpoints. The workdir must be
 a local directory.
 """

@@ -160,6 +160,23 @@ def test_command_line_rewrites_the_report_from_finished_cells(compared, tiny_dat
   assert bad.returncode != 0 and "--bits must be a comma-separated list of integers" in bad.stderr
 
 
+@pytest.mark.slow
+def test_report_gathers_cells_of_earlier_calls_with_other_bits(compared):
+  """(Runs after the tests above: it adds a cell to the shared workdir.)"""
+  config, workdir, _, _ = compared
+  added = comparison.compare(config, workdir, ["category_baseline"], (4,), "iah", CURVE_KS)
+  assert [(cell["method"], cell["bits"], cell["bits_per_category"]) for cell in added] == [
+      ("category_baseline", 4, 1)]
+  with open(os.path.join(workdir, "comparison.md")) as file:
+    text = file.read()
+  map_rows = table(text, "MAP")
+  assert map_rows["LSH"][0] == "-" and number(map_rows["LSH"][1]) > 0  # columns 4 and 8 bits
+  category_rows = text.split("(IAH Figs. 8-9)\n", 1)[1]
+  assert "| Category baseline (Fig. 9) | 1 |" in category_rows
+  assert "| Category baseline (Fig. 9) | 2 |" in category_rows
+  assert os.path.exists(os.path.join(workdir, "per_category_map_b1.png"))
+
+
 def test_unknown_method_and_feature_source_are_refused(tiny_data_dir, tmp_path):
   config = tiny_config(tiny_data_dir)
   with pytest.raises(ValueError, match=re.escape("unknown method(s) ['pca']")):

@@ -82,6 +82,17 @@ def load_cell(workdir: str, method: str, bits: int) -> dict | None:
     return json.load(file)
 
 
+def finished_cells(workdir: str) -> list[dict]:
+  """Every cell saved in `workdir`, ordered by method (ALL_METHODS order), then bits."""
+  directory = os.path.join(workdir, "cells")
+  found = []
+  for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+    if name.endswith(".json"):
+      with open(os.path.join(directory, name)) as file:
+        found.append(json.load(file))
+  return sorted(found, key=lambda cell: (ALL_METHODS.index(cell["method"]), cell["bits"]))
+
+
 def save_cell(workdir: str, cell: dict) -> None:
   path = cell_path(workdir, cell["method"], cell["bits"])
   os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -16,7 +16,8 @@ from iah_jax.data import features
 
 def compare(config, workdir: str, methods, bits, features_from: str = "iah",
             curve_ks=(1, 5, 10, 20, 50, 100, 200, 500, 1000)) -> list[dict]:
-  """Runs (or reloads) every (method, bits) cell and writes the report; returns the cells."""
+  """Runs (or reloads) every (method, bits) cell, returns them, and writes the report of every
+  cell finished in `workdir` (see iah_jax.compare for the arguments)."""
   unknown = [method for method in methods if method not in cell_lib.ALL_METHODS]
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; known: {list(cell_lib.ALL_METHODS)}")
@@ -34,14 +35,17 @@ def compare(config, workdir: str, methods, bits, features_from: str = "iah",
                                features_from)
              for q in bits for method in methods]
   results.sort(key=lambda cell: (methods.index(cell["method"]), cell["bits"]))
+  # The report covers every cell finished in this workdir, by earlier calls too (other bits or
+  # methods), so a comparison can be built up over several runs.
+  finished = cell_lib.finished_cells(workdir)
   num_classes = builder.info.features[features.LABELS].shape[0]
   class_names = list(getattr(builder.builder_config, "class_names", None) or
                      [f"category {index}" for index in range(num_classes)])
-  notes = [f"config: method-independent settings of {config.dataset.name!r} "
-           f"(backbone {config.model.backbone}, {config.num_train_steps} steps, batch "
-           f"{config.batch_size}); shallow baselines on pooled backbone features from "
-           f"{features_from!r}"]
-  report.write_report(results, workdir, dataset=config.dataset.name,
+  notes = [f"deep methods: the config's data, backbone ({config.model.backbone}), schedule "
+           f"({config.num_train_steps} steps, batch {config.batch_size}) and model selection; "
+           "shallow baselines: fitted on pooled backbone features of the training split (the "
+           "source is in the last table)"]
+  report.write_report(finished, workdir, dataset=config.dataset.name,
                       table_ks=tuple(int(k) for k in config.eval.ks), class_names=class_names,
                       ties=config.eval.ties, notes=notes)
   return results
