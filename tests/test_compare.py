@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -183,6 +184,41 @@ def test_unknown_method_and_feature_source_are_refused(tiny_data_dir, tmp_path):
     comparison.compare(config, str(tmp_path), ["iah", "pca"], (8,))
   with pytest.raises(ValueError, match="features_from must be one of"):
     comparison.compare(config, str(tmp_path), ["lsh"], (8,), features_from="lsh")
+
+
+@pytest.mark.slow
+def test_pretrained_feature_source_is_the_supplied_backbone_untrained(tiny_data_dir, tmp_path):
+  """features_from="pretrained" (the paper's setting): no training, the converted weights as
+  they are; here a randomly initialised GoogLeNet backbone written in the converter's format."""
+  from iah_jax.baselines import features as feature_lib
+  from iah_jax.convert.torchvision_googlenet import save_converted
+  from iah_jax.models.googlenet import GoogLeNetBackbone
+  config = tiny_config(tiny_data_dir)
+  config.model.backbone = "googlenet"
+  config.model.backbone_options = ml_collections.ConfigDict()
+  backbone = GoogLeNetBackbone()
+  images = np.zeros((1, 32, 32, 3), np.float32)
+  variables = jax.jit(backbone.init)(jax.random.PRNGKey(3), images)
+  path = str(tmp_path / "googlenet.npz")
+  save_converted({collection: {"features": variables[collection]}
+                  for collection in ("params", "batch_stats")}, path)
+  with pytest.raises(ValueError, match="needs config.model.pretrained"):
+    comparison.compare(config, str(tmp_path / "work0"), ["lsh"], (8,), "pretrained")
+  config.model.pretrained = path
+  def no_training(*args, **kwargs):
+    raise AssertionError("the pretrained feature source must not be trained")
+  import iah_jax.train
+  original = iah_jax.train.train
+  iah_jax.train.train = no_training
+  try:
+    (cell,) = comparison.compare(config, str(tmp_path / "work"), ["lsh"], (8,), "pretrained")
+  finally:
+    iah_jax.train.train = original
+  assert cell["features_from"] == "pretrained"
+  cached = np.load(str(tmp_path / "work" / "features" / "pretrained.npz"))
+  builder = iah_jax.train.load_dataset(config)
+  expected, _ = feature_lib.extract_features(backbone, variables, builder, "test", 32)
+  np.testing.assert_allclose(cached["query_features"], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_bits_per_category_follows_the_config_pairing_else_a_quarter():
