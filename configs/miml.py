@@ -21,9 +21,10 @@ with longer side 256, ~0.13 CPU-s per image: ~4 CPU-min for the 2000 images, cac
 resumable), images stored with longer side <= 512. Later runs reuse them.
 
 Expected run time on a 2-core CPU (measured, README "MIML"): data preparation once ~4.6 min;
-then per bit length ~15 CPU-min of training (1500 steps, 6 validations), i.e. ~8-10 min wall on
-an idle machine (estimated from the CPU time) and ~18-23 min wall when sharing it with another job; evaluation ~10 s. The
-main job trains all four bit lengths: about 40 min wall idle (estimated).
+then per bit length ~15 CPU-min of training (1500 steps, 6 validations): ~8-10 min wall on an
+idle machine (estimated from the CPU time), 18-23 min wall measured while sharing it with
+another job; evaluation ~10 s. The main job trains all four bit lengths: ~40 min wall idle
+(estimated).
 """
 
 from iah_jax.config import base_config
