@@ -226,6 +226,7 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState,
 
 
 VALIDATION_METRIC = "validation_map"
+CATEGORY_TABLE_THRESHOLD = 0.2  # IAH section IV: a piece enters table j when p_j >= 0.2
 
 
 def _validation_interval(config: ml_collections.ConfigDict) -> int:
@@ -410,6 +411,13 @@ def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDic
     results["category_aware"] = metrics.category_aware_metrics(
         queries["category_codes"], database["category_codes"], queries["labels"],
         database["labels"], ties=config.eval.ties)
+    if "label_probs" in queries:
+      # IAH section IV retrieval: per-category tables of the items with p_j >= 0.2, searched
+      # only by queries with p_j >= 0.2 (relevant items left out count as missed).
+      results["category_aware"]["probability_tables"] = metrics.category_aware_metrics(
+          queries["category_codes"], database["category_codes"], queries["labels"],
+          database["labels"], ties=config.eval.ties, query_probs=queries["label_probs"],
+          db_probs=database["label_probs"], threshold=CATEGORY_TABLE_THRESHOLD)
   return results
 
 
@@ -494,6 +502,9 @@ def format_results(results: dict) -> str:
                  f"wmap={row['wmap']:.4f}")
   lines.append("category-aware hashing (per-category MAP averaged over categories)")
   for bits, row in results["category_aware"].items():
-    lines.append(f"  b={bits:>3}  map={row['map']:.4f}  ({row.get('run', '')})")
+    tables = row.get("probability_tables")
+    lines.append(f"  b={bits:>3}  map={row['map']:.4f}" + (
+        f"  with p >= {CATEGORY_TABLE_THRESHOLD} tables: map={tables['map']:.4f}" if tables
+        else "") + f"  ({row.get('run', '')})")
   lines.append(f"train seconds: {results['train_seconds']:.1f}")
   return "\n".join(lines)

@@ -70,12 +70,17 @@ def test_report_has_every_method_row_the_tables_and_the_plots(compared):
                       for title in bold)
   # The category baseline has only category-aware codes: it appears in the Fig. 8/9 table only.
   category_rows = table(text, "Category-aware codes: per-category MAP (IAH Figs. 8-9)")
-  assert set(category_rows) == {"IAH", "Category baseline (Fig. 9)"}
-  for method in ("iah", "category_baseline"):
-    row = category_rows[report.TITLES[method]]
-    per_category = by_method[method]["category_aware"]["per_category_map"]
+  tables, whole = f"IAH ({report.TABLES})", f"IAH ({report.WHOLE_DATABASE})"
+  assert list(category_rows) == [tables, whole, "Category baseline (Fig. 9)"]
+  for title, method, key in ((tables, "iah", "category_aware_tables"),
+                             (whole, "iah", "category_aware"),
+                             ("Category baseline (Fig. 9)", "category_baseline",
+                              "category_aware")):
+    row = category_rows[title]
+    per_category = by_method[method][key]["per_category_map"]
     assert row[0] == "2" and len(row) == 2 + len(per_category)
-    assert number(row[1]) == pytest.approx(by_method[method]["category_aware"]["map"], abs=5e-5)
+    assert number(row[1]) == pytest.approx(by_method[method][key]["map"], abs=5e-5)
+  assert "category_aware_tables" not in by_method["category_baseline"]  # it has no p
   for name in ("ndcg_q8.png", "acg_q8.png", "per_category_map_b2.png"):
     with open(os.path.join(workdir, name), "rb") as file:
       assert file.read(8) == PNG_MAGIC, name

@@ -181,6 +181,7 @@ def test_main_job_trains_and_evaluates_a_seed_method(name, tmp_path, tiny_data_d
   assert 0.0 <= results["semantic"]["8"]["map"] <= 1.0
   if name == "category_baseline":  # category codes are evaluated per category (Fig. 9)
     assert len(results["category_aware"]["2"]["per_category_map"]) == 10
+    assert "probability_tables" not in results["category_aware"]["2"]  # no label probabilities
     assert results["query_adaptive"] == {}
   else:  # qadwh: its own ranking, query-adaptive weighted Hamming, beside plain Hamming
     assert results["category_aware"] == {}

@@ -172,6 +172,8 @@ def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir)
   assert 0.0 <= written["query_adaptive"]["8"]["map"] <= 1.0
   category = written["category_aware"]["2"]
   assert len(category["per_category_map"]) == 10
+  # IAH's section IV retrieval (p_j >= 0.2 tables) beside the whole-database ranking.
+  assert len(category["probability_tables"]["per_category_map"]) == 10
   assert written["config"]["num_train_steps"] == 8
   assert results["semantic"]["8"]["map"] == semantic["map"]
   checkpoints = workdir / "q8_b2" / "checkpoints"

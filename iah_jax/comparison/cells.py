@@ -13,7 +13,10 @@ Cell dict:
    "metrics": retrieval_metrics at ks = table ks + curve ks (semantic codes),
    "variants": {name: metrics} the same codes ranked the other way (qadwh: "plain Hamming";
    iah: "query-adaptive weighted Hamming" with W from its semantic FC),
-   ["category_aware": {"map", "per_category_map"}] (methods with category codes),
+   ["category_aware": {"map", "per_category_map"}] (methods with category codes: every query
+   carrying category j ranks the whole database by piece j, IAH Figs. 8-9),
+   ["category_aware_tables": the same with IAH section IV's p_j >= 0.2 tables (methods with
+   label probabilities)],
    "semantic_table": whether the semantic rows belong in the tables (not for
    category_baseline, whose "semantic" code is its c * b category bits),
    "features_from" (shallow), "best_step", "train_seconds", "eval_seconds"}
@@ -167,8 +170,11 @@ def run_deep_cell(config: ml_collections.ConfigDict, method: str, bits: int, bui
     else:
       cell["variants"]["query-adaptive weighted Hamming"] = evaluated["query_adaptive"]
   if "category_aware" in evaluated:
-    cell["category_aware"] = {key: evaluated["category_aware"][key]
-                              for key in ("map", "per_category_map")}
+    category = evaluated["category_aware"]
+    cell["category_aware"] = {key: category[key] for key in ("map", "per_category_map")}
+    if "probability_tables" in category:  # IAH's own section IV retrieval
+      cell["category_aware_tables"] = {key: category["probability_tables"][key]
+                                       for key in ("map", "per_category_map")}
   cell["eval_seconds"] = time.perf_counter() - started
   return cell
 
