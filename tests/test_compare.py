@@ -137,6 +137,9 @@ def test_second_run_reuses_finished_cells_and_redoes_only_a_missing_one(compared
   again = comparison.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
   assert [cell["metrics"]["map"] for cell in again] == pytest.approx(
       [cell["metrics"]["map"] for cell in results], abs=1e-12)
+  # A finished shallow cell is not silently reused for another feature source.
+  with pytest.raises(ValueError, match="fitted on features from 'iah', not 'one_stage'"):
+    comparison.compare(config, workdir, ["lsh"], (8,), "one_stage", CURVE_KS)
 
 
 @pytest.mark.slow

@@ -254,6 +254,11 @@ def run_cell(config: ml_collections.ConfigDict, method: str, bits: int, builder,
              workdir: str, ks: tuple[int, ...], features_from: str) -> dict:
   """The finished cell from disk, or the cell computed now and saved."""
   cell = load_cell(workdir, method, bits)
+  if cell is not None and cell.get("features_from", features_from) != features_from:
+    raise ValueError(
+        f"{cell_path(workdir, method, bits)} was fitted on features from "
+        f"{cell['features_from']!r}, not {features_from!r}: delete it (or use another workdir) "
+        "to refit; one report never mixes feature sources silently")
   if cell is not None:
     logger.info("%s q=%d: finished earlier (%s)", method, bits, cell_path(workdir, method, bits))
     return cell
