@@ -73,6 +73,11 @@ def method_config(config: ml_collections.ConfigDict, method: str, bits: int,
   return config_lib.validate_config(config)
 
 
+def run_directory(workdir: str, method: str, bits: int, category_bits: int) -> str:
+  """Where a deep method's run at (q, b) trains and keeps its checkpoints."""
+  return os.path.join(workdir, method, f"q{bits}_b{category_bits}")
+
+
 def cell_path(workdir: str, method: str, bits: int) -> str:
   return os.path.join(workdir, "cells", f"{method}_q{bits}.json")
 
@@ -145,8 +150,8 @@ def run_deep_cell(config: ml_collections.ConfigDict, method: str, bits: int, bui
   """Trains `method` at q = bits (b paired by `bits_per_category`) and evaluates its codes."""
   category_bits = bits_per_category(config, bits)
   config = method_config(config, method, bits, category_bits)
-  run_dir = os.path.join(workdir, method, f"q{bits}_b{category_bits}")
-  model, state, best_step, train_seconds = trained_state(config, builder, mesh, run_dir)
+  model, state, best_step, train_seconds = trained_state(
+      config, builder, mesh, run_directory(workdir, method, bits, category_bits))
 
   started = time.perf_counter()
   encode_step = train.make_encode_step(model, mesh, config)
@@ -214,8 +219,8 @@ def backbone_features(config: ml_collections.ConfigDict, source: str, bits: int,
       raise ValueError(f"features_from must be one of {DEEP_METHODS + (PRETRAINED,)}, got "
                        f"{source!r}")
     source_config = method_config(config, source, bits, category_bits)
-    run_dir = os.path.join(workdir, source, f"q{bits}_b{category_bits}")
-    model, state, _, _ = trained_state(source_config, builder, mesh, run_dir)
+    model, state, _, _ = trained_state(source_config, builder, mesh,
+                                       run_directory(workdir, source, bits, category_bits))
   variables = feature_lib.backbone_variables({"params": state.params,
                                               "batch_stats": state.batch_stats})
   arrays = {}
