@@ -48,25 +48,36 @@ def parse_args():
 
 def random_batch(batch_size: int, image_size: int, num_proposals: int, num_classes: int) -> dict:
   import numpy as np
+
   rng = np.random.default_rng(0)
   corners = rng.uniform(size=(batch_size, num_proposals, 4))
-  boxes = np.concatenate([np.minimum(corners[..., :2], corners[..., 2:]),
-                          np.maximum(corners[..., :2], corners[..., 2:])], -1)
+  boxes = np.concatenate(
+      [
+          np.minimum(corners[..., :2], corners[..., 2:]),
+          np.maximum(corners[..., :2], corners[..., 2:]),
+      ],
+      -1,
+  )
   labels = (rng.uniform(size=(batch_size, num_classes)) < 0.15).astype(np.float32)
   labels[np.arange(batch_size), rng.integers(0, num_classes, batch_size)] = 1.0
-  return {"image": rng.uniform(size=(batch_size, image_size, image_size, 3)).astype(np.float32),
-          "proposals": boxes.astype(np.float32), "labels": labels}
+  return {
+      "image": rng.uniform(size=(batch_size, image_size, image_size, 3)).astype(np.float32),
+      "proposals": boxes.astype(np.float32),
+      "labels": labels,
+  }
 
 
 def make_iah_runner(config, args, mesh, batch):
   """-> run(n): n IAH train steps exactly as iah_jax.train runs them; returns the last loss."""
   import jax
   from iah_jax import train
+
   model = train.build_model(config, args.num_classes, args.bits, args.bits)
   schedule = train.learning_rate_schedule(config, steps_per_epoch=248)
   tx = train.make_optimizer(config, schedule)
-  state = train.create_train_state(model, tx, jax.random.PRNGKey(0), mesh, args.size,
-                                   args.num_proposals)
+  state = train.create_train_state(
+      model, tx, jax.random.PRNGKey(0), mesh, args.size, args.num_proposals
+  )
   step = train.make_train_step(model, tx, schedule, config, mesh)
   batch = train.to_global(batch, mesh)
   holder = {"state": state}
@@ -75,6 +86,7 @@ def make_iah_runner(config, args, mesh, batch):
     for index in range(n):
       holder["state"], terms = step(holder["state"], batch, jax.random.PRNGKey(index))
     return float(jax.block_until_ready(terms["loss"]))
+
   return run
 
 
@@ -87,9 +99,11 @@ def make_backbone_runner(config, args, mesh, batch):
   from iah_jax import train
   from iah_jax.models import backbones
 
-  backbone = backbones.build_backbone(config.model.backbone,
-                                      config.model.backbone_options.to_dict(),
-                                      dtype=jnp.dtype(config.model.dtype))
+  backbone = backbones.build_backbone(
+      config.model.backbone,
+      config.model.backbone_options.to_dict(),
+      dtype=jnp.dtype(config.model.dtype),
+  )
   schedule = train.learning_rate_schedule(config, steps_per_epoch=248)
   tx = train.make_optimizer(config, schedule)
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -97,27 +111,42 @@ def make_backbone_runner(config, args, mesh, batch):
 
   def init(rng):
     variables = backbone.init(rng, jnp.zeros((1, args.size, args.size, 3), jnp.float32))
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                            batch_stats=variables["batch_stats"],
-                            opt_state=tx.init(variables["params"]))
+    return train.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=tx.init(variables["params"]),
+    )
+
   state = jax.jit(init, out_shardings=replicated)(jax.random.PRNGKey(0))
 
   def train_step(state, images):
     def loss_fn(params):
       feature_map, updates = backbone.apply(
-          {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-          mutable=["batch_stats"])
+          {"params": params, "batch_stats": state.batch_stats},
+          images,
+          train=True,
+          mutable=["batch_stats"],
+      )
       pooled = jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))
-      return jnp.mean(pooled ** 2), updates
+      return jnp.mean(pooled**2), updates
+
     (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1,
-                              params=optax.apply_updates(state.params, param_updates),
-                              opt_state=opt_state, batch_stats=updates["batch_stats"])
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, param_updates),
+        opt_state=opt_state,
+        batch_stats=updates["batch_stats"],
+    )
     return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}  # as train's step
 
-  step = jax.jit(train_step, donate_argnums=0, in_shardings=(replicated, data),
-                 out_shardings=(replicated, replicated))
+  step = jax.jit(
+      train_step,
+      donate_argnums=0,
+      in_shardings=(replicated, data),
+      out_shardings=(replicated, replicated),
+  )
   images = train.to_global(batch, mesh, keys=("image",))["image"]
   holder = {"state": state}
 
@@ -125,6 +154,7 @@ def make_backbone_runner(config, args, mesh, batch):
     for _ in range(n):
       holder["state"], terms = step(holder["state"], images)
     return float(jax.block_until_ready(terms["loss"]))
+
   return run
 
 
@@ -169,25 +199,35 @@ def main():
       seconds[name].append(timed(run, args.steps))
   load_after = os.getloadavg()
 
-  print(f"\nbatch {args.batch} x {args.size}x{args.size}, N = {args.num_proposals} proposals, "
-        f"SPP {tuple(config.model.spp_levels)} (d = {config.model.reduced_maps * 30}), "
-        f"c = {args.num_classes}, b = q = {args.bits}, dtype {args.dtype}; jax {jax.__version__} "
-        f"on {len(jax.devices())} {jax.devices()[0].platform} device(s), {os.cpu_count()} cores; "
-        f"{args.rounds} rounds x {args.steps} steps (medians)")
-  print(f"load average (1, 5, 15 min): before {tuple(round(x, 2) for x in load_before)}, "
-        f"after {tuple(round(x, 2) for x in load_after)}")
+  print(
+      f"\nbatch {args.batch} x {args.size}x{args.size}, N = {args.num_proposals} proposals, "
+      f"SPP {tuple(config.model.spp_levels)} (d = {config.model.reduced_maps * 30}), "
+      f"c = {args.num_classes}, b = q = {args.bits}, dtype {args.dtype}; jax {jax.__version__} "
+      f"on {len(jax.devices())} {jax.devices()[0].platform} device(s), {os.cpu_count()} cores; "
+      f"{args.rounds} rounds x {args.steps} steps (medians)"
+  )
+  print(
+      f"load average (1, 5, 15 min): before {tuple(round(x, 2) for x in load_before)}, "
+      f"after {tuple(round(x, 2) for x in load_after)}"
+  )
   for name in runs:
     walls = [wall for wall, _ in seconds[name]]
     cpus = [cpu for _, cpu in seconds[name]]
-    print(f"  {name:14s} {statistics.median(walls):7.3f} s/step wall "
-          f"({args.batch / statistics.median(walls):5.2f} images/s)  "
-          f"{statistics.median(cpus):7.3f} CPU s/step   rounds (s/step wall): "
-          + " ".join(f"{wall:.3f}" for wall in walls))
+    print(
+        f"  {name:14s} {statistics.median(walls):7.3f} s/step wall "
+        f"({args.batch / statistics.median(walls):5.2f} images/s)  "
+        f"{statistics.median(cpus):7.3f} CPU s/step   rounds (s/step wall): "
+        + " ".join(f"{wall:.3f}" for wall in walls)
+    )
   for label, column in (("wall", 0), ("CPU", 1)):
-    shares = [iah[column] / backbone[column] - 1.0
-              for iah, backbone in zip(seconds["IAH"], seconds["backbone only"])]
-    print(f"head share ({label} time): {100 * statistics.median(shares):+.1f}% "
-          f"(per round: {' '.join(f'{100 * s:+.1f}' for s in shares)}; target <= +15%)")
+    shares = [
+        iah[column] / backbone[column] - 1.0
+        for iah, backbone in zip(seconds["IAH"], seconds["backbone only"])
+    ]
+    print(
+        f"head share ({label} time): {100 * statistics.median(shares):+.1f}% "
+        f"(per round: {' '.join(f'{100 * s:+.1f}' for s in shares)}; target <= +15%)"
+    )
 
 
 if __name__ == "__main__":

@@ -50,15 +50,26 @@ from iah_jax.data import features
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "miml.py"),
-                                "IAH config (configs/miml.py).", lock_config=True)
-flags.DEFINE_string("data_path", os.path.join(REPO, "..", "shared", "data", "miml"),
-                    "MIML directory (labels.csv, split.csv, images/).")
+config_flags.DEFINE_config_file(
+    "config",
+    os.path.join(REPO, "configs", "miml.py"),
+    "IAH config (configs/miml.py).",
+    lock_config=True,
+)
+flags.DEFINE_string(
+    "data_path",
+    os.path.join(REPO, "..", "shared", "data", "miml"),
+    "MIML directory (labels.csv, split.csv, images/).",
+)
 flags.DEFINE_list("bits", ["16", "32", "48", "64"], "Semantic bit lengths q (b = q / 4).")
-flags.DEFINE_string("workdir", os.path.join(REPO, "runs", "miml_bench"),
-                    "Checkpoints, logs and miml_results.json.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir for the prepared MIML files "
-                    "(default: the config's, ~/tensorflow_datasets).")
+flags.DEFINE_string(
+    "workdir", os.path.join(REPO, "runs", "miml_bench"), "Checkpoints, logs and miml_results.json."
+)
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "TFDS data_dir for the prepared MIML files " "(default: the config's, ~/tensorflow_datasets).",
+)
 flags.DEFINE_integer("lsh_seed", 0, "Seed of the random hyperplanes.")
 
 METRIC_NAMES = ("map", "wmap", "ndcg@100", "acg@100")
@@ -81,25 +92,37 @@ def make_feature_step(model, config):
     if jax.tree.leaves(state.batch_stats):
       variables["batch_stats"] = state.batch_stats
     outputs, captured = model.apply(
-        variables, images, proposals, train=False, mutable=["intermediates"],
-        capture_intermediates=lambda module, method: (method == "__call__"
-                                                      and module.name == "backbone"))
+        variables,
+        images,
+        proposals,
+        train=False,
+        mutable=["intermediates"],
+        capture_intermediates=lambda module, method: (
+            method == "__call__" and module.name == "backbone"
+        ),
+    )
     (feature_map,) = captured["intermediates"]["backbone"]["__call__"]
-    return dict(encode(outputs, config),
-                backbone_features=jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2)))
+    return dict(
+        encode(outputs, config),
+        backbone_features=jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2)),
+    )
+
   return jax.jit(feature_step)
 
 
-def lsh_codes(database_features: np.ndarray, query_features: np.ndarray, bits: int,
-              seed: int) -> tuple[np.ndarray, np.ndarray]:
+def lsh_codes(
+    database_features: np.ndarray, query_features: np.ndarray, bits: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Random-hyperplane LSH: ([n_db, C], [n_q, C]) -> {0,1} uint8 codes ([n_db, bits], [n_q, bits]).
 
   Centred on the database mean (the queries are not looked at), hyperplane normals ~ N(0, I).
   """
   mean = database_features.mean(axis=0, keepdims=True)
   normals = np.random.default_rng(seed).standard_normal((database_features.shape[1], bits))
-  return (((database_features - mean) @ normals > 0).astype(np.uint8),
-          ((query_features - mean) @ normals > 0).astype(np.uint8))
+  return (
+      ((database_features - mean) @ normals > 0).astype(np.uint8),
+      ((query_features - mean) @ normals > 0).astype(np.uint8),
+  )
 
 
 def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict:
@@ -113,8 +136,14 @@ def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict
   model = train.build_model(config, num_classes, q, b)
   run_dir = os.path.join(workdir, f"q{q}_b{b}")
   wall, cpu = time.perf_counter(), cpu_seconds()
-  state = train.train(config, model=model, builder=builder, run_dir=run_dir, mesh=mesh,
-                      rng=jax.random.PRNGKey(config.seed))
+  state = train.train(
+      config,
+      model=model,
+      builder=builder,
+      run_dir=run_dir,
+      mesh=mesh,
+      rng=jax.random.PRNGKey(config.seed),
+  )
   train_wall, train_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
   manager = train.checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
   best_step = manager.best_step()
@@ -123,45 +152,66 @@ def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict
 
   wall, cpu = time.perf_counter(), cpu_seconds()
   feature_step = make_feature_step(model, config)
-  database = train.encode_split(state, feature_step, builder, config.dataset.database_split,
-                                config, mesh)
-  queries = train.encode_split(state, feature_step, builder, config.dataset.query_split, config,
-                               mesh)
+  database = train.encode_split(
+      state, feature_step, builder, config.dataset.database_split, config, mesh
+  )
+  queries = train.encode_split(
+      state, feature_step, builder, config.dataset.query_split, config, mesh
+  )
   ks = tuple(int(k) for k in config.eval.ks)
   iah_metrics = metrics.retrieval_metrics(
-      queries["semantic_codes"], database["semantic_codes"], queries["labels"],
-      database["labels"], ks=ks, ties=config.eval.ties)
-  lsh_database, lsh_queries = lsh_codes(database["backbone_features"],
-                                        queries["backbone_features"], q, lsh_seed)
-  lsh_metrics = metrics.retrieval_metrics(lsh_queries, lsh_database, queries["labels"],
-                                          database["labels"], ks=ks, ties=config.eval.ties)
+      queries["semantic_codes"],
+      database["semantic_codes"],
+      queries["labels"],
+      database["labels"],
+      ks=ks,
+      ties=config.eval.ties,
+  )
+  lsh_database, lsh_queries = lsh_codes(
+      database["backbone_features"], queries["backbone_features"], q, lsh_seed
+  )
+  lsh_metrics = metrics.retrieval_metrics(
+      lsh_queries, lsh_database, queries["labels"], database["labels"], ks=ks, ties=config.eval.ties
+  )
   return {
       "iah": {name: float(iah_metrics[name]) for name in METRIC_NAMES},
       "lsh_backbone": {name: float(lsh_metrics[name]) for name in METRIC_NAMES},
-      "bits_per_category": b, "best_step": best_step, "num_train_steps": config.num_train_steps,
-      "train_wall_seconds": train_wall, "train_cpu_seconds": train_cpu,
-      "eval_wall_seconds": time.perf_counter() - wall, "eval_cpu_seconds": cpu_seconds() - cpu,
-      "num_queries": int(len(queries["labels"])), "num_database": int(len(database["labels"])),
+      "bits_per_category": b,
+      "best_step": best_step,
+      "num_train_steps": config.num_train_steps,
+      "train_wall_seconds": train_wall,
+      "train_cpu_seconds": train_cpu,
+      "eval_wall_seconds": time.perf_counter() - wall,
+      "eval_cpu_seconds": cpu_seconds() - cpu,
+      "num_queries": int(len(queries["labels"])),
+      "num_database": int(len(database["labels"])),
   }
 
 
 def format_table(results: dict) -> str:
-  lines = [f"MIML: {results['num_queries']} queries vs {results['num_database']} database "
-           "images, Hamming ranking (ties by database index)",
-           f"{'method':<26}{'bits':>5}" + "".join(f"{name:>10}" for name in METRIC_NAMES)]
+  lines = [
+      f"MIML: {results['num_queries']} queries vs {results['num_database']} database "
+      "images, Hamming ranking (ties by database index)",
+      f"{'method':<26}{'bits':>5}" + "".join(f"{name:>10}" for name in METRIC_NAMES),
+  ]
   for method, title in (("iah", "IAH semantic"), ("lsh_backbone", "LSH on backbone GAP")):
     for q, row in results["runs"].items():
-      lines.append(f"{title:<26}{q:>5}" + "".join(f"{row[method][name]:>10.4f}"
-                                                 for name in METRIC_NAMES))
+      lines.append(
+          f"{title:<26}{q:>5}" + "".join(f"{row[method][name]:>10.4f}" for name in METRIC_NAMES)
+      )
   for q, row in results["runs"].items():
-    lines.append(f"q={q}: best step {row['best_step']} of {row['num_train_steps']}; train "
-                 f"{row['train_wall_seconds'] / 60:.1f} min wall, "
-                 f"{row['train_cpu_seconds'] / 60:.1f} min CPU; evaluation "
-                 f"{row['eval_wall_seconds']:.0f} s wall, {row['eval_cpu_seconds']:.0f} s CPU")
-  lines.append(f"total {results['wall_seconds'] / 60:.1f} min wall, "
-               f"{results['cpu_seconds'] / 60:.1f} min CPU on {results['cpus']} CPUs, load "
-               f"average {results['load_average_start']:.2f} at start, "
-               f"{results['load_average_end']:.2f} at end")
+    lines.append(
+        f"q={q}: best step {row['best_step']} of {row['num_train_steps']}; train "
+        f"{row['train_wall_seconds'] / 60:.1f} min wall, "
+        f"{row['train_cpu_seconds'] / 60:.1f} min CPU; evaluation "
+        f"{row['eval_wall_seconds']:.0f} s wall, {row['eval_cpu_seconds']:.0f} s CPU"
+    )
+  lines.append(
+      f"total {results['wall_seconds'] / 60:.1f} min wall, "
+      f"{results['cpu_seconds'] / 60:.1f} min CPU on {results['cpus']} CPUs, load "
+      f"average {results['load_average_start']:.2f} at start, "
+      f"{results['load_average_end']:.2f} at end"
+  )
   return "\n".join(lines)
 
 
@@ -172,8 +222,10 @@ def main(argv):
   if any(q < 1 for q in bits):
     raise ValueError(f"--bits must be positive integers, got {FLAGS.bits}")
   if not os.path.isfile(os.path.join(FLAGS.data_path, "labels.csv")):
-    raise FileNotFoundError(f"--data_path {FLAGS.data_path!r} holds no labels.csv (expected the "
-                            "MIML layout of ../shared/data/miml)")
+    raise FileNotFoundError(
+        f"--data_path {FLAGS.data_path!r} holds no labels.csv (expected the "
+        "MIML layout of ../shared/data/miml)"
+    )
   config = FLAGS.config
   with config.unlocked():
     config.dataset.options.data_path = os.path.abspath(FLAGS.data_path)
@@ -192,12 +244,17 @@ def main(argv):
       logger.info("q=%d: IAH %s", q, runs[str(q)]["iah"])
       logger.info("q=%d: LSH %s", q, runs[str(q)]["lsh_backbone"])
   results = {
-      "dataset": "miml", "data_path": config.dataset.options.data_path, "runs": runs,
+      "dataset": "miml",
+      "data_path": config.dataset.options.data_path,
+      "runs": runs,
       "num_queries": next(iter(runs.values()))["num_queries"],
       "num_database": next(iter(runs.values()))["num_database"],
-      "wall_seconds": time.perf_counter() - wall, "cpu_seconds": cpu_seconds() - cpu,
-      "cpus": os.cpu_count(), "load_average_start": load_start,
-      "load_average_end": os.getloadavg()[0], "config": config.to_dict(),
+      "wall_seconds": time.perf_counter() - wall,
+      "cpu_seconds": cpu_seconds() - cpu,
+      "cpus": os.cpu_count(),
+      "load_average_start": load_start,
+      "load_average_end": os.getloadavg()[0],
+      "config": config.to_dict(),
   }
   with open(os.path.join(workdir, "miml_results.json"), "w") as file:
     json.dump(results, file, indent=2, default=train.json_default)

@@ -40,8 +40,12 @@ def _miml_paths(data_path: str, num_images: int) -> list[str]:
 
 
 def _settings(method: str, args) -> prepare.ProposalSettings:
-  return prepare.ProposalSettings(method=method, num_proposals=args.num_proposals,
-                                  search_max_side=args.search_max_side, mode=args.mode)
+  return prepare.ProposalSettings(
+      method=method,
+      num_proposals=args.num_proposals,
+      search_max_side=args.search_max_side,
+      mode=args.mode,
+  )
 
 
 def time_method(settings: prepare.ProposalSettings, photos: list[np.ndarray]):
@@ -62,12 +66,14 @@ def time_method(settings: prepare.ProposalSettings, photos: list[np.ndarray]):
 def scene_recall(settings: prepare.ProposalSettings, num_scenes: int) -> float:
   from iah_jax.data import proposals  # pylint: disable=g-import-not-at-top
   from iah_jax.data import synthetic_scenes  # pylint: disable=g-import-not-at-top
+
   config = synthetic_scenes.SyntheticScenesConfig(name="recall")
   found, truth = [], []
   for index in range(num_scenes):
     rng = synthetic_scenes.example_rng(config.seed, "test", index)
-    image, boxes, _ = synthetic_scenes.render_scene(rng, config.image_size, config.num_classes,
-                                                    config.max_objects)
+    image, boxes, _ = synthetic_scenes.render_scene(
+        rng, config.image_size, config.num_classes, config.max_objects
+    )
     found.append(settings.compute(image))
     truth.append(boxes)
   return proposals.batch_proposal_recall(found, truth, iou_threshold=0.5)
@@ -75,8 +81,16 @@ def scene_recall(settings: prepare.ProposalSettings, num_scenes: int) -> float:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_path", default=os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "miml"))
+  parser.add_argument(
+      "--data_path",
+      default=os.path.join(
+          os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+          "..",
+          "shared",
+          "data",
+          "miml",
+      ),
+  )
   parser.add_argument("--num_images", type=int, default=50)
   parser.add_argument("--num_proposals", type=int, default=100)
   parser.add_argument("--search_max_side", type=int, default=256)
@@ -86,25 +100,32 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
 
   import cv2  # pylint: disable=g-import-not-at-top
+
   cv2.setNumThreads(1)  # per-core figures
   paths = _miml_paths(args.data_path, args.num_images)
   start = time.perf_counter()
   photos = [images.read_image(p) for p in paths]
   decode = (time.perf_counter() - start) / len(photos)
   sizes = [p.shape[:2] for p in photos]
-  print(f"{len(photos)} MIML photos from {args.data_path} (median size "
-        f"{int(statistics.median(h for h, _ in sizes))}x{int(statistics.median(w for _, w in sizes))},"
-        f" largest {max(max(s) for s in sizes)} px); decoding {decode * 1e3:.1f} ms/image")
-  print(f"{'method':<18}{'CPU s/img':>10}{'p90':>7}{'wall s/img':>11}{'images/s':>10}"
-        f"{'proposals/s':>13}{'recall@0.5':>12}   (per core from CPU time, N={args.num_proposals})")
+  print(
+      f"{len(photos)} MIML photos from {args.data_path} (median size "
+      f"{int(statistics.median(h for h, _ in sizes))}x{int(statistics.median(w for _, w in sizes))},"
+      f" largest {max(max(s) for s in sizes)} px); decoding {decode * 1e3:.1f} ms/image"
+  )
+  print(
+      f"{'method':<18}{'CPU s/img':>10}{'p90':>7}{'wall s/img':>11}{'images/s':>10}"
+      f"{'proposals/s':>13}{'recall@0.5':>12}   (per core from CPU time, N={args.num_proposals})"
+  )
   for method in args.methods.split(","):
     settings = _settings(method, args)
     wall, cpu = time_method(settings, photos)
     mean = statistics.fmean(cpu)
     p90 = float(np.percentile(cpu, 90))
     recall = scene_recall(settings, args.recall_scenes) if args.recall_scenes else float("nan")
-    print(f"{method:<18}{mean:>10.3f}{p90:>7.3f}{statistics.fmean(wall):>11.3f}{1 / mean:>10.1f}"
-          f"{args.num_proposals / mean:>13.0f}{recall:>12.3f}   ({settings.key()})")
+    print(
+        f"{method:<18}{mean:>10.3f}{p90:>7.3f}{statistics.fmean(wall):>11.3f}{1 / mean:>10.1f}"
+        f"{args.num_proposals / mean:>13.0f}{recall:>12.3f}   ({settings.key()})"
+    )
 
 
 if __name__ == "__main__":

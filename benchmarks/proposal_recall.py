@@ -98,29 +98,39 @@ def main(argv=None) -> None:
   if was_prepared:
     print("prepare: already prepared (not timed)")
   else:
-    print(f"prepare default config ({config.num_train} + {config.num_test} images, "
-          f"{config.num_proposals} proposals each): {wall:.1f} s wall, {cpu:.1f} s CPU "
-          "(includes TensorFlow start-up)")
+    print(
+        f"prepare default config ({config.num_train} + {config.num_test} images, "
+        f"{config.num_proposals} proposals each): {wall:.1f} s wall, {cpu:.1f} s CPU "
+        "(includes TensorFlow start-up)"
+    )
 
-  splits = {split: list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
-            for split in ("train", "test")}
-  labels = {split: np.stack([e["labels"] for e in examples]) for split, examples in
-            splits.items()}
+  splits = {
+      split: list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+      for split in ("train", "test")
+  }
+  labels = {split: np.stack([e["labels"] for e in examples]) for split, examples in splits.items()}
   print("\nlabels")
   for split, examples in splits.items():
     objects = np.mean([len(e["object_labels"]) for e in examples])
     distinct = labels[split].sum(1)
-    print(f"  {split}: {len(examples)} images, {objects:.2f} objects/image, "
-          f"{distinct.mean():.2f} distinct labels/image (min {distinct.min()}, "
-          f"max {distinct.max()}), per-category frequency "
-          f"{np.round(labels[split].mean(0), 3).tolist()}")
+    print(
+        f"  {split}: {len(examples)} images, {objects:.2f} objects/image, "
+        f"{distinct.mean():.2f} distinct labels/image (min {distinct.min()}, "
+        f"max {distinct.max()}), per-category frequency "
+        f"{np.round(labels[split].mean(0), 3).tolist()}"
+    )
   expected = random_ranking_map(labels["test"], labels["train"])
-  sampled = np.mean([shuffled_map(labels["test"], labels["train"], np.random.default_rng(s))
-                     for s in range(3)])
-  print(f"  random-ranking MAP (test queries vs train database): {expected:.4f} expected, "
-        f"{sampled:.4f} over 3 random permutations")
-  print(f"  MAP of the label vectors themselves as codes (Hamming ranking): "
-        f"{label_code_map(labels['test'], labels['train']):.4f}")
+  sampled = np.mean(
+      [shuffled_map(labels["test"], labels["train"], np.random.default_rng(s)) for s in range(3)]
+  )
+  print(
+      f"  random-ranking MAP (test queries vs train database): {expected:.4f} expected, "
+      f"{sampled:.4f} over 3 random permutations"
+  )
+  print(
+      f"  MAP of the label vectors themselves as codes (Hamming ranking): "
+      f"{label_code_map(labels['test'], labels['train']):.4f}"
+  )
 
   print("\nproposal recall of the stored generic_proposals against the true boxes")
   print("  split      N   IoU>=0.5  IoU>=0.7")
@@ -128,17 +138,22 @@ def main(argv=None) -> None:
     truth = [e["object_boxes"] for e in examples]
     for n in (10, 50, 100):
       kept = [e["proposals"][:n] for e in examples]
-      print(f"  {split:6s} {n:5d}   {proposals.batch_proposal_recall(kept, truth, 0.5):8.4f}"
-            f"  {proposals.batch_proposal_recall(kept, truth, 0.7):8.4f}")
+      print(
+          f"  {split:6s} {n:5d}   {proposals.batch_proposal_recall(kept, truth, 0.5):8.4f}"
+          f"  {proposals.batch_proposal_recall(kept, truth, 0.7):8.4f}"
+      )
 
-  scenes = [e["image"] for e in splits["test"][:args.speed_images]]
-  photos = [np.asarray(Image.fromarray(image).resize((384, 256), Image.BILINEAR))
-            for image in scenes]
+  scenes = [e["image"] for e in splits["test"][: args.speed_images]]
+  photos = [
+      np.asarray(Image.fromarray(image).resize((384, 256), Image.BILINEAR)) for image in scenes
+  ]
   print("\ngeneric_proposals speed (N=100, one thread)")
   for name, images in (("64x64", scenes), ("384x256", photos)):
     per_cpu_second, per_wall_second = images_per_second(images, proposals)
-    print(f"  {name:8s} {per_cpu_second:7.1f} images/s per core (CPU time), "
-          f"{1e3 / per_cpu_second:6.2f} ms/image; {per_wall_second:7.1f} images/s wall")
+    print(
+        f"  {name:8s} {per_cpu_second:7.1f} images/s per core (CPU time), "
+        f"{1e3 / per_cpu_second:6.2f} ms/image; {per_wall_second:7.1f} images/s wall"
+    )
 
 
 if __name__ == "__main__":

@@ -46,12 +46,20 @@ def _timed(fn, *args, repeats: int) -> float:
 def random_batch(batch_size, image_size, num_proposals, num_classes, seed=0):
   rng = np.random.default_rng(seed)
   corners = rng.uniform(size=(batch_size, num_proposals, 4))
-  boxes = np.concatenate([np.minimum(corners[..., :2], corners[..., 2:]),
-                          np.maximum(corners[..., :2], corners[..., 2:])], -1)
+  boxes = np.concatenate(
+      [
+          np.minimum(corners[..., :2], corners[..., 2:]),
+          np.maximum(corners[..., :2], corners[..., 2:]),
+      ],
+      -1,
+  )
   labels = (rng.uniform(size=(batch_size, num_classes)) < 0.15).astype(np.float32)
   labels[np.arange(batch_size), rng.integers(0, num_classes, batch_size)] = 1.0
-  return {"image": rng.uniform(size=(batch_size, image_size, image_size, 3)).astype(np.float32),
-          "proposals": boxes.astype(np.float32), "labels": labels}
+  return {
+      "image": rng.uniform(size=(batch_size, image_size, image_size, 3)).astype(np.float32),
+      "proposals": boxes.astype(np.float32),
+      "labels": labels,
+  }
 
 
 def main(argv):
@@ -69,19 +77,31 @@ def main(argv):
   batch = train.to_global(random_batch(batch_size, size, n, c), mesh)
 
   holder = {"state": state}
+
   def run_step():
     holder["state"], terms = step(holder["state"], batch, jax.random.PRNGKey(0))
     return terms
+
   step_seconds = _timed(run_step, repeats=FLAGS.repeats)
 
   # The head alone: the same IAH layers on a feature map of the backbone's output shape.
   feature_map = jax.eval_shape(
-      lambda: model.apply({"params": state.params}, batch["image"], batch["proposals"],
-                          method=lambda module, images, proposals: module.backbone(images)))
-  head = iah.IAH(backbone=_Identity(), num_classes=c, bits_per_category=b, semantic_bits=q,
-                 reduced_maps=config.model.reduced_maps,
-                 spp_levels=tuple(config.model.spp_levels),
-                 output_bound=config.model.output_bound)
+      lambda: model.apply(
+          {"params": state.params},
+          batch["image"],
+          batch["proposals"],
+          method=lambda module, images, proposals: module.backbone(images),
+      )
+  )
+  head = iah.IAH(
+      backbone=_Identity(),
+      num_classes=c,
+      bits_per_category=b,
+      semantic_bits=q,
+      reduced_maps=config.model.reduced_maps,
+      spp_levels=tuple(config.model.spp_levels),
+      output_bound=config.model.output_bound,
+  )
   features_in = jnp.asarray(np.random.default_rng(1).normal(size=feature_map.shape), jnp.float32)
   head_params = head.init(jax.random.PRNGKey(0), features_in, batch["proposals"])["params"]
   compute_losses = methods.get_method("iah").compute_losses
@@ -91,19 +111,35 @@ def main(argv):
     def loss(params, features):
       outputs = head.apply({"params": params}, features, proposals)
       return compute_losses(outputs, labels, config.loss)["loss"]
-    return jax.grad(loss, argnums=(0, 1))(params, features)
-  head_seconds = _timed(head_grads, head_params, features_in, batch["proposals"], batch["labels"],
-                        repeats=FLAGS.repeats)
 
-  print(f"machine: {os.cpu_count()} CPUs, devices {jax.devices()}, load average "
-        f"{os.getloadavg()[0]:.2f}")
-  print(f"config: backbone {config.model.backbone}, image {size}x{size}, batch {batch_size}, "
-        f"N={n}, c={c}, b={b}, q={q}, SPP levels {tuple(config.model.spp_levels)}, "
-        f"feature map {feature_map.shape[1:]}")
-  print(f"train step: {step_seconds * 1e3:.1f} ms = {1 / step_seconds:.2f} steps/s = "
-        f"{batch_size / step_seconds:.1f} images/s")
-  print(f"SPP + fusion + losses (fwd + bwd): {head_seconds * 1e3:.1f} ms = "
-        f"{100 * head_seconds / step_seconds:.1f}% of the step")
+    return jax.grad(loss, argnums=(0, 1))(params, features)
+
+  head_seconds = _timed(
+      head_grads,
+      head_params,
+      features_in,
+      batch["proposals"],
+      batch["labels"],
+      repeats=FLAGS.repeats,
+  )
+
+  print(
+      f"machine: {os.cpu_count()} CPUs, devices {jax.devices()}, load average "
+      f"{os.getloadavg()[0]:.2f}"
+  )
+  print(
+      f"config: backbone {config.model.backbone}, image {size}x{size}, batch {batch_size}, "
+      f"N={n}, c={c}, b={b}, q={q}, SPP levels {tuple(config.model.spp_levels)}, "
+      f"feature map {feature_map.shape[1:]}"
+  )
+  print(
+      f"train step: {step_seconds * 1e3:.1f} ms = {1 / step_seconds:.2f} steps/s = "
+      f"{batch_size / step_seconds:.1f} images/s"
+  )
+  print(
+      f"SPP + fusion + losses (fwd + bwd): {head_seconds * 1e3:.1f} ms = "
+      f"{100 * head_seconds / step_seconds:.1f}% of the step"
+  )
 
 
 class _Identity(iah.nn.Module):

@@ -14,7 +14,7 @@ from iah_jax.config import base_config
 def get_config():
   config = base_config()
   config.dataset.name = "synthetic_scenes"
-  config.dataset.config = "default"       # 4000 train / 500 test images, 64 x 64, 100 proposals
+  config.dataset.config = "default"  # 4000 train / 500 test images, 64 x 64, 100 proposals
   config.dataset.image_size = 64
 
   config.model.backbone = "small_cnn"

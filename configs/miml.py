@@ -35,41 +35,41 @@ def get_config():
   config.method = "iah"
 
   config.dataset.name = "miml"
-  config.dataset.options.data_path = ""              # required: ../shared/data/miml
+  config.dataset.options.data_path = ""  # required: ../shared/data/miml
   # Paper-like region proposals: selective search, top 100 after NMS (the "generic" generator
   # is ~30x cheaper to prepare but its boxes ignore the image content).
   config.dataset.options.proposal_method = "selective_search"
   config.dataset.options.num_proposals = 100
   config.dataset.options.selective_search_mode = "fast"
   config.dataset.options.search_max_side = 256
-  config.dataset.options.num_workers = -1            # proposal preparation on every core
-  config.dataset.train_split = "train[:90%]"         # 1350 of the 1500 database images
-  config.dataset.validation_split = "train[90%:]"    # 150: model selection, never the queries
-  config.dataset.database_split = "train"            # all 1500 database images
-  config.dataset.query_split = "test"                # the 500 query images
+  config.dataset.options.num_workers = -1  # proposal preparation on every core
+  config.dataset.train_split = "train[:90%]"  # 1350 of the 1500 database images
+  config.dataset.validation_split = "train[90%:]"  # 150: model selection, never the queries
+  config.dataset.database_split = "train"  # all 1500 database images
+  config.dataset.query_split = "test"  # the 500 query images
   # Scene labels are mostly colour and coarse layout: 64 x 64 keeps them and costs 0.35 CPU-s
   # per step against 0.77 at 96 x 96 (same network).
   config.dataset.image_size = 64
-  config.dataset.shuffle_buffer = 1500               # the whole training set
+  config.dataset.shuffle_buffer = 1500  # the whole training set
 
-  config.model.backbone = "small_cnn"                # no pretrained weights on this machine
+  config.model.backbone = "small_cnn"  # no pretrained weights on this machine
   # Four stages: an 8 x 8 feature map at 64 x 64 whose cells see ~30 x 30 pixels (scene labels
   # are wide regions); about as cheap as three stages, better in our runs (see the docstring).
   config.model.backbone_options.widths = (32, 64, 128, 256)
   config.model.backbone_options.convs_per_stage = 1
   config.model.pretrained = ""
 
-  config.semantic_bits = (16, 32, 48, 64)            # q
-  config.bits_per_category = (4, 8, 12, 16)          # b = q / 4
+  config.semantic_bits = (16, 32, 48, 64)  # q
+  config.bits_per_category = (4, 8, 12, 16)  # b = q / 4
 
   config.batch_size = 32
-  config.num_train_steps = 1500                      # 35 epochs of the 1350 training images
+  config.num_train_steps = 1500  # 35 epochs of the 1350 training images
   # From scratch, so a larger rate than the paper's fine-tuning 1e-4; 1350 // 32 = 42 steps per
   # epoch: lr / 10 at step 1260 (30 epochs).
   config.optimizer.learning_rate = 0.01
   config.optimizer.decay_every_epochs = 30.0
   config.log_every = 50
-  config.eval.every_steps = 250                      # 6 validations, ~10 CPU-s each
+  config.eval.every_steps = 250  # 6 validations, ~10 CPU-s each
   config.eval.batch_size = 100
   config.eval.ks = (100,)
   return config

@@ -49,6 +49,6 @@ def get_config():
   config = voc07.get_config()  # the paper's recipe; only the data differ
   config.dataset.name = "mirflickr25k"
   del config.dataset.options["difficult_as_label"]  # VOC only
-  config.dataset.options.num_labels = 38           # paper: 38 labels (24 gives the common setting)
+  config.dataset.options.num_labels = 38  # paper: 38 labels (24 gives the common setting)
   config.dataset.options.unlabelled_policy = "skip"
   return config

@@ -53,7 +53,7 @@ def get_config():
   config.method = "iah"
 
   config.dataset.name = "voc2007"
-  config.dataset.options.data_path = ""           # required: see the docstring
+  config.dataset.options.data_path = ""  # required: see the docstring
   config.dataset.options.difficult_as_label = True
   # Paper: GOP proposals, NMS, top N = 100. We use selective search (OpenCV, "fast" mode, run on
   # a copy with longer side 256), also cut to the top 100 boxes; any method fits (METHODS.md 1.1).
@@ -61,9 +61,9 @@ def get_config():
   config.dataset.options.num_proposals = 100
   config.dataset.options.selective_search_mode = "fast"
   config.dataset.options.search_max_side = 256
-  config.dataset.options.num_queries = 2000        # paper: 2000 random test queries
+  config.dataset.options.num_queries = 2000  # paper: 2000 random test queries
   config.dataset.options.query_seed = 0
-  config.dataset.options.num_workers = -1          # proposal preparation on every core
+  config.dataset.options.num_workers = -1  # proposal preparation on every core
   # The paper does not give its input size; 224 x 224 is GoogLeNet's ImageNet resolution and
   # gives a 7 x 7 feature map, so SPP's 4 x 4 bins of a box smaller than ~2/7 of the image fall
   # on single cells. 448 (14 x 14 map) pools small objects more finely at ~4x the compute.
@@ -73,11 +73,11 @@ def get_config():
   config.model.backbone = "googlenet"
   # True: torchvision's ImageNet weights (IMAGENET1K_V1) expect GoogLeNet's transform_input.
   config.model.backbone_options.transform_input = True
-  config.model.pretrained = ""                     # converted ImageNet weights, see the docstring
-  config.model.reduced_maps = 32                   # paper: 32 maps after the last inception block
-  config.model.spp_levels = (4, 3, 2, 1)           # 30 bins: d = 32 * 30 = 960
-  config.model.output_bound = "tanh"               # codes 1[s > 0] (METHODS.md 1.9, our choice)
-  config.model.dtype = "float32"                   # "bfloat16" on GPU/TPU: mixed precision
+  config.model.pretrained = ""  # converted ImageNet weights, see the docstring
+  config.model.reduced_maps = 32  # paper: 32 maps after the last inception block
+  config.model.spp_levels = (4, 3, 2, 1)  # 30 bins: d = 32 * 30 = 960
+  config.model.output_bound = "tanh"  # codes 1[s > 0] (METHODS.md 1.9, our choice)
+  config.model.dtype = "float32"  # "bfloat16" on GPU/TPU: mixed precision
 
   # Table II's code lengths q. b (bits per category) pairs with q as b = q / 4: the paper's
   # category-aware results (Fig. 8) use b = 4, 8 and 12; 16 completes the pattern.
@@ -92,11 +92,11 @@ def get_config():
   config.optimizer.decay_factor = 0.1
   config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 0.0
-  config.batch_size = 32                            # global: split over all devices and hosts
+  config.batch_size = 32  # global: split over all devices and hosts
   config.num_train_steps = 15_000
 
   config.log_every = 100
   config.checkpoint_every = 1000
   config.eval.batch_size = 128
-  config.eval.ks = (100, 1000)                      # NDCG@k / ACG@k; MAP is over the whole database
+  config.eval.ks = (100, 1000)  # NDCG@k / ACG@k; MAP is over the whole database
   return config

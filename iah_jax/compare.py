@@ -35,15 +35,23 @@ from iah_jax import console
 from iah_jax.comparison import cells as cell_lib
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Path to an ml_collections config file.", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "Directory for runs, cells, comparison.md and plots.")
 flags.DEFINE_list("methods", list(cell_lib.ALL_METHODS), "Methods to compare.")
 flags.DEFINE_list("bits", None, "Code lengths q (default: the config's semantic_bits).")
-flags.DEFINE_string("features_from", "iah", "Backbone features for the shallow baselines: a "
-                    "deep method's trained backbone at the same q, or 'pretrained'.")
-flags.DEFINE_list("curve_ks", ["1", "5", "10", "20", "50", "100", "200", "500", "1000"],
-                  "m values of the NDCG@m / ACG@m plots.")
+flags.DEFINE_string(
+    "features_from",
+    "iah",
+    "Backbone features for the shallow baselines: a "
+    "deep method's trained backbone at the same q, or 'pretrained'.",
+)
+flags.DEFINE_list(
+    "curve_ks",
+    ["1", "5", "10", "20", "50", "100", "200", "500", "1000"],
+    "m values of the NDCG@m / ACG@m plots.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -51,8 +59,9 @@ def parse_positive_ints(values, name: str) -> tuple[int, ...]:
   try:
     parsed = tuple(int(value) for value in values)
   except ValueError as err:
-    raise app.UsageError(f"--{name} must be a comma-separated list of integers, got "
-                         f"{values}") from err
+    raise app.UsageError(
+        f"--{name} must be a comma-separated list of integers, got " f"{values}"
+    ) from err
   if not parsed or min(parsed) < 1:
     raise app.UsageError(f"--{name} must list positive integers, got {values}")
   return parsed
@@ -65,8 +74,9 @@ def main(argv):
   bits = parse_positive_ints(FLAGS.bits or config.semantic_bits, "bits")
   curve_ks = parse_positive_ints(FLAGS.curve_ks, "curve_ks")
   with console.progress_logging():
-    comparison.compare(config, FLAGS.workdir, list(FLAGS.methods), bits, FLAGS.features_from,
-                       curve_ks)
+    comparison.compare(
+        config, FLAGS.workdir, list(FLAGS.methods), bits, FLAGS.features_from, curve_ks
+    )
   print(f"wrote {os.path.join(os.path.abspath(FLAGS.workdir), 'comparison.md')}")
 
 

@@ -43,8 +43,9 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def weighted_triplet_loss(semantic_features: jax.Array, labels: jax.Array,
-                          margin: float = 1.0) -> jax.Array:
+def weighted_triplet_loss(
+    semantic_features: jax.Array, labels: jax.Array, margin: float = 1.0
+) -> jax.Array:
   """Weighted triplet loss for semantic hashing (IAH eq. 9) over all triples of the batch.
 
   For every ordered triple (i, j, k) with sim(i, j) > sim(i, k), sim = number of shared labels:
@@ -58,16 +59,17 @@ def weighted_triplet_loss(semantic_features: jax.Array, labels: jax.Array,
     scalar: sum over valid triples divided by their number (0 when there is none).
   """
   labels = labels.astype(semantic_features.dtype)
-  shared = labels @ labels.T                                   # sim, [B, B]
-  distances = pairwise_squared_distances(semantic_features)    # [B, B]
-  valid = shared[:, :, None] > shared[:, None, :]              # [i, j, k]
+  shared = labels @ labels.T  # sim, [B, B]
+  distances = pairwise_squared_distances(semantic_features)  # [B, B]
+  valid = shared[:, :, None] > shared[:, None, :]  # [i, j, k]
   weight = jnp.exp2(shared)[:, :, None] - jnp.exp2(shared)[:, None, :]
   hinge = jax.nn.relu(margin - distances[:, None, :] + distances[:, :, None])
   return _masked_mean(weight * hinge, valid)
 
 
-def category_triplet_loss(category_features: jax.Array, labels: jax.Array,
-                          margin: float = 1.0) -> jax.Array:
+def category_triplet_loss(
+    category_features: jax.Array, labels: jax.Array, margin: float = 1.0
+) -> jax.Array:
   """Category-aware triplet loss (IAH eq. 7) for every category over all triples of the batch.
 
   For category j and every ordered triple (i, p, n) where images i and p carry label j and n does
@@ -83,9 +85,9 @@ def category_triplet_loss(category_features: jax.Array, labels: jax.Array,
     drawn uniformly from the batch.
   """
   labels = labels.astype(category_features.dtype)
-  per_category = jnp.swapaxes(category_features, 0, 1)         # [c, B, b]
-  distances = pairwise_squared_distances(per_category)          # [c, B, B]
-  has = labels.T                                                # [c, B]
+  per_category = jnp.swapaxes(category_features, 0, 1)  # [c, B, b]
+  distances = pairwise_squared_distances(per_category)  # [c, B, B]
+  has = labels.T  # [c, B]
   valid = has[:, :, None, None] * has[:, None, :, None] * (1.0 - has)[:, None, None, :]
   hinge = jax.nn.relu(margin - distances[:, :, None, :] + distances[:, :, :, None])
   return _masked_mean(hinge, valid)

@@ -15,11 +15,18 @@ from iah_jax import console
 from iah_jax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host "
-                  "GPU/TPU: one process per host; see launch/).")
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and results.json.")
-config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.",
-                                lock_config=True)
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Call jax.distributed.initialize() first (multi-host "
+    "GPU/TPU: one process per host; see launch/).",
+)
+flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, TensorBoard logs and results.json."
+)
+config_flags.DEFINE_config_file(
+    "config", None, "Path to an ml_collections config file.", lock_config=True
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 

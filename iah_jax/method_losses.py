@@ -18,7 +18,7 @@ from iah_jax import losses
 
 def _shared_labels(labels: jax.Array, dtype) -> jax.Array:
   labels = labels.astype(dtype)
-  return labels @ labels.T                                       # [B, B]
+  return labels @ labels.T  # [B, B]
 
 
 def _more_similar_mask(shared: jax.Array) -> jax.Array:
@@ -33,12 +33,15 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 def _check_batch(features: jax.Array, labels: jax.Array, name: str) -> None:
   if features.ndim != 2 or labels.ndim != 2 or features.shape[0] != labels.shape[0]:
-    raise ValueError(f"{name}: expected features [B, q] and labels [B, c] with the same B, got "
-                     f"{features.shape} and {labels.shape}")
+    raise ValueError(
+        f"{name}: expected features [B, q] and labels [B, c] with the same B, got "
+        f"{features.shape} and {labels.shape}"
+    )
 
 
-def triplet_ranking_loss(semantic_features: jax.Array, labels: jax.Array,
-                         margin: float = 1.0) -> jax.Array:
+def triplet_ranking_loss(
+    semantic_features: jax.Array, labels: jax.Array, margin: float = 1.0
+) -> jax.Array:
   """Plain (unweighted) triplet ranking hinge, DNNH's own loss (METHODS.md section 2).
 
   For every ordered triple (i, j, k) with sim(i, j) > sim(i, k), sim = number of shared labels:
@@ -71,8 +74,9 @@ def dsrh_gain_weights(shared: jax.Array) -> jax.Array:
   return (gain_i - gain_j) / jnp.maximum(normaliser, 1e-12)
 
 
-def dsrh_ranking_loss(signed_outputs: jax.Array, labels: jax.Array,
-                      margin: float = 5.0) -> jax.Array:
+def dsrh_ranking_loss(
+    signed_outputs: jax.Array, labels: jax.Array, margin: float = 5.0
+) -> jax.Array:
   """DSRH's NDCG-weighted triplet hinge (METHODS.md section 3).
 
   For every ordered triple (a, i, j) with r_i > r_j (r = shared labels with a):
@@ -88,7 +92,7 @@ def dsrh_ranking_loss(signed_outputs: jax.Array, labels: jax.Array,
   """
   _check_batch(signed_outputs, labels, "dsrh_ranking_loss")
   shared = _shared_labels(labels, signed_outputs.dtype)
-  similarity = signed_outputs @ signed_outputs.T                 # h_a . h_i, [B, B]
+  similarity = signed_outputs @ signed_outputs.T  # h_a . h_i, [B, B]
   hinge = jax.nn.relu(0.5 * (similarity[:, None, :] - similarity[:, :, None]) + margin)
   return _masked_mean(dsrh_gain_weights(shared) * hinge, _more_similar_mask(shared))
 
@@ -110,16 +114,22 @@ def sample_bit_weights(labels: jax.Array, class_bit_weights: jax.Array) -> jax.A
   Returns:
     [B, q]: (labels @ W) / number of labels.
   """
-  if (labels.ndim != 2 or class_bit_weights.ndim != 2
-      or labels.shape[1] != class_bit_weights.shape[0]):
-    raise ValueError(f"sample_bit_weights: expected labels [B, c] and W [c, q], got "
-                     f"{labels.shape} and {class_bit_weights.shape}")
+  if (
+      labels.ndim != 2
+      or class_bit_weights.ndim != 2
+      or labels.shape[1] != class_bit_weights.shape[0]
+  ):
+    raise ValueError(
+        f"sample_bit_weights: expected labels [B, c] and W [c, q], got "
+        f"{labels.shape} and {class_bit_weights.shape}"
+    )
   labels = labels.astype(class_bit_weights.dtype)
   return (labels @ class_bit_weights) / jnp.maximum(labels.sum(-1, keepdims=True), 1.0)
 
 
-def qadwh_weighted_triplet_loss(bit_outputs: jax.Array, labels: jax.Array,
-                                class_bit_weights: jax.Array, margin: float = 1.0) -> jax.Array:
+def qadwh_weighted_triplet_loss(
+    bit_outputs: jax.Array, labels: jax.Array, class_bit_weights: jax.Array, margin: float = 1.0
+) -> jax.Array:
   """QaDWH's triplet loss on class-wise weighted bits (METHODS.md section 4).
 
   u_n = bit_outputs_n * sample_bit_weights(labels, W)_n; for every ordered triple (i, j, k) with

@@ -66,7 +66,7 @@ TIES = ("stable", "random", "expected")
 NO_RELEVANT = ("skip", "zero")
 # About 64k entries per query block keeps the block's temporaries in cache (measured ~3x faster
 # than 4M-entry blocks); a block is never smaller than one query.
-DEFAULT_BLOCK_ELEMENTS = 2 ** 16
+DEFAULT_BLOCK_ELEMENTS = 2**16
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,7 +83,9 @@ def _check_labels(labels, n: int, what: str) -> np.ndarray:
     bad = (labels != 0) & (labels != 1)
     if bad.any():
       row, col = (int(i) for i in np.argwhere(bad)[0])
-      raise ValueError(f"{what} must be multi-hot 0/1, found {labels[row, col]!r} at [{row}, {col}]")
+      raise ValueError(
+          f"{what} must be multi-hot 0/1, found {labels[row, col]!r} at [{row}, {col}]"
+      )
   return labels.astype(np.float32)
 
 
@@ -107,13 +109,17 @@ def _check_query_db(query_codes, db_codes, query_labels, db_labels):
   if query_codes.shape[0] == 0:
     raise ValueError("there are no queries (query_codes has 0 rows)")
   if query_codes.shape[1] != db_codes.shape[1]:
-    raise ValueError(f"query codes have {query_codes.shape[1]} bits but database codes have "
-                     f"{db_codes.shape[1]}")
+    raise ValueError(
+        f"query codes have {query_codes.shape[1]} bits but database codes have "
+        f"{db_codes.shape[1]}"
+    )
   query_labels = _check_labels(query_labels, query_codes.shape[0], "query_labels")
   db_labels = _check_labels(db_labels, db_codes.shape[0], "db_labels")
   if query_labels.shape[1] != db_labels.shape[1]:
-    raise ValueError(f"query labels have {query_labels.shape[1]} categories but database labels "
-                     f"have {db_labels.shape[1]}")
+    raise ValueError(
+        f"query labels have {query_labels.shape[1]} categories but database labels "
+        f"have {db_labels.shape[1]}"
+    )
   return query_codes, db_codes, query_labels, db_labels
 
 
@@ -142,11 +148,12 @@ def _packed(bits01: np.ndarray) -> np.ndarray:
 def _rank(dist: np.ndarray, ties: str, rng: np.random.Generator | None) -> np.ndarray:
   """Ranking order [b, nd] of each row of `dist`; ties by ascending index unless "random"."""
   if ties == "random":
-    if np.issubdtype(dist.dtype, np.integer) and dist.min() >= 0 and dist.max() < 2 ** 31:
+    if np.issubdtype(dist.dtype, np.integer) and dist.min() >= 0 and dist.max() < 2**31:
       # distance in the high word, 32 random bits below: one integer sort (7x faster than
       # lexsort); two tied items draw the same 32 bits with probability 2^-32 per pair.
       key = (dist.astype(np.uint64) << np.uint64(32)) | rng.integers(
-          0, 2 ** 32, dist.shape, dtype=np.uint64)
+          0, 2**32, dist.shape, dtype=np.uint64
+      )
       return np.argsort(key, axis=1)
     return np.lexsort((rng.random(dist.shape), dist), axis=-1)
   # On uint8 / uint16 keys NumPy's stable sort is a radix sort.
@@ -185,14 +192,16 @@ def _ideal_dcg(shared: np.ndarray, ks, discount_prefix: np.ndarray) -> dict:
   """Ideal DCG@k [b] for each k from the histogram of shared-label counts (no sort needed)."""
   num_values = int(shared.max()) + 1
   (count,) = _row_histograms(shared, num_values)
-  count = count[:, ::-1]                            # best similarity first
+  count = count[:, ::-1]  # best similarity first
   gain = (np.exp2(np.arange(num_values)) - 1.0)[::-1]
   end = np.cumsum(count, axis=1)
   out = {}
   for k in ks:
     kk = min(k, shared.shape[1])
-    covered = discount_prefix[np.minimum(end, kk).astype(np.int64)] \
+    covered = (
+        discount_prefix[np.minimum(end, kk).astype(np.int64)]
         - discount_prefix[np.minimum(end - count, kk).astype(np.int64)]
+    )
     out[k] = covered @ gain
   return out
 
@@ -203,8 +212,10 @@ def _hypergeometric_pmf(x, n, m, u):
   Log-gamma form (scipy.stats.hypergeom is ~100x slower on these broadcast grids); 0 outside the
   support max(0, u - (n - m)) <= x <= min(m, u).
   """
+
   def log_choose(a, k):
     return special.gammaln(a + 1) - special.gammaln(k + 1) - special.gammaln(a - k + 1)
+
   valid = (x >= np.maximum(0, u - (n - m))) & (x <= np.minimum(m, u))
   xs = np.where(valid, x, 0)
   ms = np.broadcast_to(m, xs.shape)
@@ -219,7 +230,7 @@ def _top_r_normalised(s, n, m, S, rel_before, r_before, ap_before, wap_before, R
   items, m of them relevant with similarity sum S; rel_before / r_before / ap_before / wap_before
   are the (expected) counts and AP / wAP numerators of the groups ranked before it.
   """
-  u = R - s                                         # its slots inside the top R (1..n)
+  u = R - s  # its slots inside the top R (1..n)
   x_max = int(np.minimum(m, u).max())
   x = np.arange(x_max + 1, dtype=np.float64)[None, :]
   prob = _hypergeometric_pmf(x, n[:, None], m[:, None], u[:, None])
@@ -229,8 +240,11 @@ def _top_r_normalised(s, n, m, S, rel_before, r_before, ap_before, wap_before, R
   spread = np.where(uu > 1, (uu - (s[:, None] + 1) * dh) / np.maximum(uu - 1, 1), 0.0)
   ap_num = ap_before[:, None] + (x / uu) * ((rel_before[:, None] + 1) * dh + (x - 1) * spread)
   s_in = np.where(m[:, None] > 0, x * S[:, None] / np.maximum(m[:, None], 1), 0.0)
-  wap_num = wap_before[:, None] + ((x / uu) * r_before[:, None] + s_in / uu) * dh \
+  wap_num = (
+      wap_before[:, None]
+      + ((x / uu) * r_before[:, None] + s_in / uu) * dh
       + (x - 1) * s_in / uu * spread
+  )
   count = rel_before[:, None] + x
   safe = np.maximum(count, 1)
   ap_r = np.where(count > 0, ap_num / safe, 0.0)
@@ -261,8 +275,9 @@ def _expected_terms(groups, num_groups, shared, ks, map_at, need_gain):
   # sum over the group's ranks j = s+t of (t-1)/j
   spread_sum = n - (s + 1) * dh
   ap_num = (m / safe_n) * ((rel_before + 1) * dh + (m - 1) * pair_fraction * spread_sum)
-  wap_num = ((m / safe_n) * r_before + S / safe_n) * dh \
-      + (m - 1) * S / safe_n * pair_fraction * spread_sum
+  wap_num = ((m / safe_n) * r_before + S / safe_n) * dh + (
+      m - 1
+  ) * S / safe_n * pair_fraction * spread_sum
   out = {"ap_num": ap_num.sum(1), "wap_num": wap_num.sum(1), "n_pos": m.sum(1)}
   if ks:
     discount_prefix = _discount_prefix(nd)
@@ -270,19 +285,31 @@ def _expected_terms(groups, num_groups, shared, ks, map_at, need_gain):
     for k in ks:
       kk = min(k, nd)
       inside = np.minimum(s + n, kk) - np.minimum(s, kk)
-      covered = discount_prefix[np.minimum(s + n, kk).astype(np.int64)] \
+      covered = (
+          discount_prefix[np.minimum(s + n, kk).astype(np.int64)]
           - discount_prefix[np.minimum(s, kk).astype(np.int64)]
+      )
       out[("dcg", k)] = (G / safe_n * covered).sum(1)
       out[("acg", k)] = (S / safe_n * inside).sum(1) / kk
   if map_at is not None:
     R = min(int(map_at), nd)
-    straddle = np.argmax(s + n >= R, axis=1)        # first group reaching rank R (never empty)
+    straddle = np.argmax(s + n >= R, axis=1)  # first group reaching rank R (never empty)
     rows = np.arange(b)
     ap_before = _exclusive_cumsum(ap_num)[rows, straddle]
     wap_before = _exclusive_cumsum(wap_num)[rows, straddle]
     pick = lambda a: a[rows, straddle]
-    out["top_r"] = _top_r_normalised(pick(s), pick(n), pick(m), pick(S), pick(rel_before),
-                                     pick(r_before), ap_before, wap_before, R, harmonic)
+    out["top_r"] = _top_r_normalised(
+        pick(s),
+        pick(n),
+        pick(m),
+        pick(S),
+        pick(rel_before),
+        pick(r_before),
+        ap_before,
+        wap_before,
+        R,
+        harmonic,
+    )
   return out
 
 
@@ -313,8 +340,11 @@ def _ordered_terms(dist, shared, ties, ks, map_at, rng, binary_relevance=False):
   ap_terms = np.multiply(cum_rel, rel, dtype=np.float64)
   wap_terms = ap_terms if binary_relevance else np.multiply(cum_r, rel, dtype=np.float64)
   ap_num = ap_terms @ inv_rank
-  out = {"ap_num": ap_num, "wap_num": ap_num if binary_relevance else wap_terms @ inv_rank,
-         "n_pos": cum_rel[:, -1].astype(np.float64)}
+  out = {
+      "ap_num": ap_num,
+      "wap_num": ap_num if binary_relevance else wap_terms @ inv_rank,
+      "n_pos": cum_rel[:, -1].astype(np.float64),
+  }
   if ks:
     k_max = min(max(ks), nd)
     gain_top = np.exp2(r[:, :k_max].astype(np.float64)) - 1.0
@@ -327,13 +357,25 @@ def _ordered_terms(dist, shared, ties, ks, map_at, rng, binary_relevance=False):
     R = min(int(map_at), nd)
     count = cum_rel[:, R - 1].astype(np.float64)
     safe = np.maximum(count, 1)
-    out["top_r"] = (np.where(count > 0, (ap_terms[:, :R] @ inv_rank[:R]) / safe, 0.0),
-                    np.where(count > 0, (wap_terms[:, :R] @ inv_rank[:R]) / safe, 0.0))
+    out["top_r"] = (
+        np.where(count > 0, (ap_terms[:, :R] @ inv_rank[:R]) / safe, 0.0),
+        np.where(count > 0, (wap_terms[:, :R] @ inv_rank[:R]) / safe, 0.0),
+    )
   return out
 
 
-def _block_metrics(dist, shared, ties, ks, map_at, radius, rng, n_pos_total=None,
-                   num_distance_values=None, binary_relevance=False):
+def _block_metrics(
+    dist,
+    shared,
+    ties,
+    ks,
+    map_at,
+    radius,
+    rng,
+    n_pos_total=None,
+    num_distance_values=None,
+    binary_relevance=False,
+):
   """Per-query metric arrays for one block. dist, shared: [b, nd]. Undefined entries are NaN.
 
   num_distance_values: distances are integers in [0, num_distance_values) (Hamming: bits + 1),
@@ -351,8 +393,10 @@ def _block_metrics(dist, shared, ties, ks, map_at, radius, rng, n_pos_total=None
   n_pos = terms["n_pos"] if n_pos_total is None else np.asarray(n_pos_total, np.float64)
   has_pos = n_pos > 0
   safe_pos = np.where(has_pos, n_pos, 1.0)
-  out = {"map": np.where(has_pos, terms["ap_num"] / safe_pos, np.nan),
-         "wmap": np.where(has_pos, terms["wap_num"] / safe_pos, np.nan)}
+  out = {
+      "map": np.where(has_pos, terms["ap_num"] / safe_pos, np.nan),
+      "wmap": np.where(has_pos, terms["wap_num"] / safe_pos, np.nan),
+  }
   if ks:
     ideal = _ideal_dcg(shared, ks, _discount_prefix(min(max(ks), nd)))
     for k in ks:
@@ -365,8 +409,9 @@ def _block_metrics(dist, shared, ties, ks, map_at, radius, rng, n_pos_total=None
   within = dist <= radius
   n_retrieved = within.sum(1)
   n_rel_retrieved = np.count_nonzero(within & (shared > 0), axis=1)
-  out[f"precision@r{radius}"] = np.where(n_retrieved > 0,
-                                         n_rel_retrieved / np.maximum(n_retrieved, 1), 0.0)
+  out[f"precision@r{radius}"] = np.where(
+      n_retrieved > 0, n_rel_retrieved / np.maximum(n_retrieved, 1), 0.0
+  )
   out[f"recall@r{radius}"] = np.where(has_pos, n_rel_retrieved / safe_pos, np.nan)
   out["_has_pos"] = has_pos
   return out
@@ -392,8 +437,22 @@ def _aggregate(per_query: dict, no_relevant: str) -> dict:
   return result
 
 
-def _evaluate(distance_block, n_queries, nd, query_labels_f, db_labels_f, ks, ties, no_relevant,
-              map_at, radius, seed, block_elements, per_query=False, num_distance_values=None):
+def _evaluate(
+    distance_block,
+    n_queries,
+    nd,
+    query_labels_f,
+    db_labels_f,
+    ks,
+    ties,
+    no_relevant,
+    map_at,
+    radius,
+    seed,
+    block_elements,
+    per_query=False,
+    num_distance_values=None,
+):
   rng = np.random.default_rng(seed) if ties == "random" else None
   rows = _block_rows(n_queries, nd, block_elements)
   query_label_words, db_label_words = _packed(query_labels_f), _packed(db_labels_f)
@@ -402,10 +461,14 @@ def _evaluate(distance_block, n_queries, nd, query_labels_f, db_labels_f, ks, ti
   for start in range(0, n_queries, rows):
     stop = min(start + rows, n_queries)
     dist = distance_block(start, stop)
-    shared = _popcount_block(query_label_words[start:stop], db_label_words, np.bitwise_and,
-                             num_labels)
-    parts.append(_block_metrics(dist, shared, ties, ks, map_at, radius, rng,
-                                num_distance_values=num_distance_values))
+    shared = _popcount_block(
+        query_label_words[start:stop], db_label_words, np.bitwise_and, num_labels
+    )
+    parts.append(
+        _block_metrics(
+            dist, shared, ties, ks, map_at, radius, rng, num_distance_values=num_distance_values
+        )
+    )
   merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
   if per_query:
     return merged
@@ -416,10 +479,21 @@ def _evaluate(distance_block, n_queries, nd, query_labels_f, db_labels_f, ks, ti
 # Public API
 
 
-def retrieval_metrics(query_codes, db_codes, query_labels, db_labels, ks=(100, 1000),
-                      ties: str = "stable", no_relevant: str = "skip", map_at: int | None = None,
-                      radius: int = 2, seed: int = 0, block_elements: int | None = None,
-                      per_query: bool = False, query_weights=None) -> dict:
+def retrieval_metrics(
+    query_codes,
+    db_codes,
+    query_labels,
+    db_labels,
+    ks=(100, 1000),
+    ties: str = "stable",
+    no_relevant: str = "skip",
+    map_at: int | None = None,
+    radius: int = 2,
+    seed: int = 0,
+    block_elements: int | None = None,
+    per_query: bool = False,
+    query_weights=None,
+) -> dict:
   """All IAH metrics for Hamming ranking of the database for each query (see module docstring).
 
   Args:
@@ -443,20 +517,47 @@ def retrieval_metrics(query_codes, db_codes, query_labels, db_labels, ks=(100, 1
   """
   ks = _check_options(ties, no_relevant, ks, map_at)
   query_codes, db_codes, query_labels_f, db_labels_f = _check_query_db(
-      query_codes, db_codes, query_labels, db_labels)
+      query_codes, db_codes, query_labels, db_labels
+  )
   if query_weights is not None:
     weights = np.asarray(query_weights, np.float32)
     if weights.shape != query_codes.shape or not np.all(np.isfinite(weights)):
-      raise ValueError(f"query_weights must be finite floats [nq, bits] = {query_codes.shape}, "
-                       f"got {weights.shape}")
-    return _evaluate(lambda a, b: _weighted_block(query_codes[a:b], db_codes, weights[a:b]),
-                     query_codes.shape[0], db_codes.shape[0], query_labels_f, db_labels_f, ks,
-                     ties, no_relevant, map_at, radius, seed, block_elements, per_query)
+      raise ValueError(
+          f"query_weights must be finite floats [nq, bits] = {query_codes.shape}, "
+          f"got {weights.shape}"
+      )
+    return _evaluate(
+        lambda a, b: _weighted_block(query_codes[a:b], db_codes, weights[a:b]),
+        query_codes.shape[0],
+        db_codes.shape[0],
+        query_labels_f,
+        db_labels_f,
+        ks,
+        ties,
+        no_relevant,
+        map_at,
+        radius,
+        seed,
+        block_elements,
+        per_query,
+    )
   query_words, db_words, bits = _packed(query_codes), _packed(db_codes), query_codes.shape[1]
-  return _evaluate(lambda a, b: _popcount_block(query_words[a:b], db_words, np.bitwise_xor, bits),
-                   query_codes.shape[0], db_codes.shape[0], query_labels_f, db_labels_f, ks, ties,
-                   no_relevant, map_at, radius, seed, block_elements, per_query,
-                   num_distance_values=bits + 1)
+  return _evaluate(
+      lambda a, b: _popcount_block(query_words[a:b], db_words, np.bitwise_xor, bits),
+      query_codes.shape[0],
+      db_codes.shape[0],
+      query_labels_f,
+      db_labels_f,
+      ks,
+      ties,
+      no_relevant,
+      map_at,
+      radius,
+      seed,
+      block_elements,
+      per_query,
+      num_distance_values=bits + 1,
+  )
 
 
 def _weighted_block(query_codes, db_codes, weights) -> np.ndarray:
@@ -467,11 +568,19 @@ def _weighted_block(query_codes, db_codes, weights) -> np.ndarray:
   return dist
 
 
-def ranking_metrics_from_distances(distances, query_labels, db_labels, ks=(100, 1000),
-                                   ties: str = "stable", no_relevant: str = "skip",
-                                   map_at: int | None = None, radius: float = 2, seed: int = 0,
-                                   block_elements: int | None = None, per_query: bool = False,
-                                   ) -> dict:
+def ranking_metrics_from_distances(
+    distances,
+    query_labels,
+    db_labels,
+    ks=(100, 1000),
+    ties: str = "stable",
+    no_relevant: str = "skip",
+    map_at: int | None = None,
+    radius: float = 2,
+    seed: int = 0,
+    block_elements: int | None = None,
+    per_query: bool = False,
+) -> dict:
   """The metrics of `retrieval_metrics` for any precomputed distances [nq, nd] (smaller = closer).
 
   For rankings that are not plain Hamming, e.g. QaDWH's weighted Hamming distances. Ties are
@@ -486,15 +595,35 @@ def ranking_metrics_from_distances(distances, query_labels, db_labels, ks=(100, 
   query_labels_f = _check_labels(query_labels, distances.shape[0], "query_labels")
   db_labels_f = _check_labels(db_labels, distances.shape[1], "db_labels")
   if query_labels_f.shape[1] != db_labels_f.shape[1]:
-    raise ValueError(f"query labels have {query_labels_f.shape[1]} categories but database labels "
-                     f"have {db_labels_f.shape[1]}")
-  return _evaluate(lambda a, b: distances[a:b], distances.shape[0], distances.shape[1],
-                   query_labels_f, db_labels_f, ks, ties, no_relevant, map_at, radius, seed,
-                   block_elements, per_query)
+    raise ValueError(
+        f"query labels have {query_labels_f.shape[1]} categories but database labels "
+        f"have {db_labels_f.shape[1]}"
+    )
+  return _evaluate(
+      lambda a, b: distances[a:b],
+      distances.shape[0],
+      distances.shape[1],
+      query_labels_f,
+      db_labels_f,
+      ks,
+      ties,
+      no_relevant,
+      map_at,
+      radius,
+      seed,
+      block_elements,
+      per_query,
+  )
 
 
-def hamming_pr_curve(query_codes, db_codes, query_labels, db_labels, no_relevant: str = "skip",
-                     block_elements: int | None = None) -> dict:
+def hamming_pr_curve(
+    query_codes,
+    db_codes,
+    query_labels,
+    db_labels,
+    no_relevant: str = "skip",
+    block_elements: int | None = None,
+) -> dict:
   """Precision-recall curve of Hamming-radius retrieval, one point per radius 0..bits.
 
   At radius h a query retrieves every item with distance <= h; precision and recall are averaged
@@ -504,7 +633,8 @@ def hamming_pr_curve(query_codes, db_codes, query_labels, db_labels, no_relevant
   """
   _check_options("stable", no_relevant, (), None)
   query_codes, db_codes, query_labels_f, db_labels_f = _check_query_db(
-      query_codes, db_codes, query_labels, db_labels)
+      query_codes, db_codes, query_labels, db_labels
+  )
   bits = query_codes.shape[1]
   query_words, db_words = _packed(query_codes), _packed(db_codes)
   query_label_words, db_label_words = _packed(query_labels_f), _packed(db_labels_f)
@@ -515,12 +645,19 @@ def hamming_pr_curve(query_codes, db_codes, query_labels, db_labels, no_relevant
     stop = min(start + rows, nq)
     dist = _popcount_block(query_words[start:stop], db_words, np.bitwise_xor, bits)
     dist = dist.astype(np.int64)
-    rel = _popcount_block(query_label_words[start:stop], db_label_words, np.bitwise_and,
-                          query_labels_f.shape[1]) > 0
+    rel = (
+        _popcount_block(
+            query_label_words[start:stop], db_label_words, np.bitwise_and, query_labels_f.shape[1]
+        )
+        > 0
+    )
     offsets = (np.arange(stop - start) * (bits + 1))[:, None]
     hist = np.bincount((dist + offsets).ravel(), minlength=(stop - start) * (bits + 1))
-    hist_rel = np.bincount((dist + offsets).ravel(), weights=rel.ravel().astype(np.float64),
-                           minlength=(stop - start) * (bits + 1))
+    hist_rel = np.bincount(
+        (dist + offsets).ravel(),
+        weights=rel.ravel().astype(np.float64),
+        minlength=(stop - start) * (bits + 1),
+    )
     retrieved = np.cumsum(hist.reshape(-1, bits + 1), axis=1)
     rel_retrieved = np.cumsum(hist_rel.reshape(-1, bits + 1), axis=1)
     n_pos = rel.sum(1, keepdims=True).astype(np.float64)
@@ -533,13 +670,25 @@ def hamming_pr_curve(query_codes, db_codes, query_labels, db_labels, no_relevant
   else:
     defined = ~np.isnan(recall[:, 0])
     recall_mean = recall[defined].mean(0) if defined.any() else np.full(bits + 1, np.nan)
-  return {"radius": np.arange(bits + 1), "precision": np.concatenate(precisions).mean(0),
-          "recall": recall_mean}
+  return {
+      "radius": np.arange(bits + 1),
+      "precision": np.concatenate(precisions).mean(0),
+      "recall": recall_mean,
+  }
 
 
-def category_aware_metrics(query_codes, db_codes, query_labels, db_labels, ties: str = "stable",
-                           query_probs=None, db_probs=None, threshold: float = 0.2,
-                           seed: int = 0, block_elements: int | None = None) -> dict:
+def category_aware_metrics(
+    query_codes,
+    db_codes,
+    query_labels,
+    db_labels,
+    ties: str = "stable",
+    query_probs=None,
+    db_probs=None,
+    threshold: float = 0.2,
+    seed: int = 0,
+    block_elements: int | None = None,
+) -> dict:
   """Per-category MAP of category-aware codes (IAH Fig. 8) and its average over categories.
 
   Args:
@@ -566,11 +715,15 @@ def category_aware_metrics(query_codes, db_codes, query_labels, db_labels, ties:
   query_codes = np.asarray(query_codes)
   db_codes = np.asarray(db_codes)
   if query_codes.ndim != 3 or db_codes.ndim != 3:
-    raise ValueError(f"category-aware codes must be 3-D [n, c, b], got query {query_codes.shape} "
-                     f"and database {db_codes.shape}")
+    raise ValueError(
+        f"category-aware codes must be 3-D [n, c, b], got query {query_codes.shape} "
+        f"and database {db_codes.shape}"
+    )
   if query_codes.shape[1:] != db_codes.shape[1:]:
-    raise ValueError(f"query codes [*, c, b] = {query_codes.shape} and database codes "
-                     f"{db_codes.shape} disagree on c or b")
+    raise ValueError(
+        f"query codes [*, c, b] = {query_codes.shape} and database codes "
+        f"{db_codes.shape} disagree on c or b"
+    )
   nq, c, b = query_codes.shape
   nd = db_codes.shape[0]
   if nd == 0:
@@ -580,8 +733,10 @@ def category_aware_metrics(query_codes, db_codes, query_labels, db_labels, ties:
   query_labels_f = _check_labels(query_labels, nq, "query_labels")
   db_labels_f = _check_labels(db_labels, nd, "db_labels")
   if query_labels_f.shape[1] != c or db_labels_f.shape[1] != c:
-    raise ValueError(f"labels must have c = {c} columns (one per code piece), got "
-                     f"{query_labels_f.shape[1]} and {db_labels_f.shape[1]}")
+    raise ValueError(
+        f"labels must have c = {c} columns (one per code piece), got "
+        f"{query_labels_f.shape[1]} and {db_labels_f.shape[1]}"
+    )
   thresholded = query_probs is not None or db_probs is not None
   if thresholded:
     if query_probs is None or db_probs is None:
@@ -589,8 +744,10 @@ def category_aware_metrics(query_codes, db_codes, query_labels, db_labels, ties:
     query_probs = np.asarray(query_probs, np.float64)
     db_probs = np.asarray(db_probs, np.float64)
     if query_probs.shape != (nq, c) or db_probs.shape != (nd, c):
-      raise ValueError(f"probabilities must be [nq, c] = {(nq, c)} and [nd, c] = {(nd, c)}, got "
-                       f"{query_probs.shape} and {db_probs.shape}")
+      raise ValueError(
+          f"probabilities must be [nq, c] = {(nq, c)} and [nd, c] = {(nd, c)}, got "
+          f"{query_probs.shape} and {db_probs.shape}"
+      )
 
   rng = np.random.default_rng(seed) if ties == "random" else None
   per_category = []
@@ -599,7 +756,7 @@ def category_aware_metrics(query_codes, db_codes, query_labels, db_labels, ties:
     if queries.size == 0:
       per_category.append(None)
       continue
-    db_rel = db_labels_f[:, j:j + 1]
+    db_rel = db_labels_f[:, j : j + 1]
     n_pos_total = float(db_rel.sum())
     if n_pos_total == 0:
       per_category.append(None)
@@ -609,16 +766,26 @@ def category_aware_metrics(query_codes, db_codes, query_labels, db_labels, ties:
       searching = queries[query_probs[queries, j] >= threshold]
       aps = np.zeros(queries.size)
       if in_table.size and searching.size:
-        aps_searching = _category_aps(query_flat[searching, j], db_flat[in_table, j],
-                                      db_rel[in_table], ties, rng, block_elements, n_pos_total)
+        aps_searching = _category_aps(
+            query_flat[searching, j],
+            db_flat[in_table, j],
+            db_rel[in_table],
+            ties,
+            rng,
+            block_elements,
+            n_pos_total,
+        )
         aps[np.searchsorted(queries, searching)] = aps_searching
     else:
-      aps = _category_aps(query_flat[queries, j], db_flat[:, j], db_rel, ties, rng,
-                          block_elements, n_pos_total)
+      aps = _category_aps(
+          query_flat[queries, j], db_flat[:, j], db_rel, ties, rng, block_elements, n_pos_total
+      )
     per_category.append(float(np.mean(aps)))
   defined = [v for v in per_category if v is not None]
-  return {"map": float(np.mean(defined)) if defined else float("nan"),
-          "per_category_map": per_category}
+  return {
+      "map": float(np.mean(defined)) if defined else float("nan"),
+      "per_category_map": per_category,
+  }
 
 
 def _category_aps(query_piece, db_piece, db_rel, ties, rng, block_elements, n_pos_total):
@@ -632,7 +799,17 @@ def _category_aps(query_piece, db_piece, db_rel, ties, rng, block_elements, n_po
     dist = _popcount_block(query_words[start:stop], db_words, np.bitwise_xor, bits)
     shared = np.broadcast_to(db_rel.T.astype(np.uint8), dist.shape)
     n_pos = np.full(stop - start, n_pos_total)
-    out = _block_metrics(dist, shared, ties, (), None, 0, rng, n_pos_total=n_pos,
-                         num_distance_values=bits + 1, binary_relevance=True)
+    out = _block_metrics(
+        dist,
+        shared,
+        ties,
+        (),
+        None,
+        0,
+        rng,
+        n_pos_total=n_pos,
+        num_distance_values=bits + 1,
+        binary_relevance=True,
+    )
     aps.append(out["map"])
   return np.concatenate(aps)

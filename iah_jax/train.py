@@ -40,6 +40,7 @@ logger = logging.getLogger("iah_jax")
 @flax.struct.dataclass
 class TrainState:
   """Everything that changes during training; saved and restored whole by orbax."""
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -49,23 +50,29 @@ class TrainState:
 # ----------------------------------------------------------------------------- model, optimiser
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int, semantic_bits: int,
-                bits_per_category: int) -> nn.Module:
+def build_model(
+    config: ml_collections.ConfigDict, num_classes: int, semantic_bits: int, bits_per_category: int
+) -> nn.Module:
   """The network of `config.method` on the configured backbone."""
-  backbone = backbones.build_backbone(config.model.backbone,
-                                      config.model.backbone_options.to_dict(),
-                                      dtype=jnp.dtype(config.model.dtype))
-  return methods.get_method(config.method).build_model(config, num_classes, semantic_bits,
-                                                       bits_per_category, backbone)
+  backbone = backbones.build_backbone(
+      config.model.backbone,
+      config.model.backbone_options.to_dict(),
+      dtype=jnp.dtype(config.model.dtype),
+  )
+  return methods.get_method(config.method).build_model(
+      config, num_classes, semantic_bits, bits_per_category, backbone
+  )
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict,
-                           steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.Schedule:
   """Step schedule: lr * decay_factor ** floor(step / (decay_every_epochs * steps_per_epoch))."""
   opt = config.optimizer
   decay_steps = max(1, int(round(opt.decay_every_epochs * steps_per_epoch)))
-  schedule = optax.exponential_decay(opt.learning_rate, transition_steps=decay_steps,
-                                     decay_rate=opt.decay_factor, staircase=True)
+  schedule = optax.exponential_decay(
+      opt.learning_rate, transition_steps=decay_steps, decay_rate=opt.decay_factor, staircase=True
+  )
   if opt.warmup_steps:
     warmup = optax.linear_schedule(0.0, opt.learning_rate, opt.warmup_steps)
     schedule = optax.join_schedules([warmup, schedule], [opt.warmup_steps])
@@ -90,6 +97,7 @@ def resolve_path(path: str) -> str:
 def tf_io():
   """TensorFlow's file API (gfile), which also writes to gs:// and other remote file systems."""
   import tensorflow as tf  # the data dependency already; imported late to keep startup light
+
   return tf.io
 
 
@@ -105,15 +113,27 @@ def _dummy_inputs(batch_size: int, image_size: int, num_proposals: int):
   return images, proposals
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       mesh: Mesh, image_size: int, num_proposals: int) -> TrainState:
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    mesh: Mesh,
+    image_size: int,
+    num_proposals: int,
+) -> TrainState:
   """Initialises the state shape-first, then materialises it replicated over the mesh."""
+
   def init(rng):
     images, proposals = _dummy_inputs(1, image_size, num_proposals)
     variables = model.init(rng, images, proposals, train=False)
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+    )
+
   abstract = jax.eval_shape(init, rng)
   replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), abstract)
   return jax.jit(init, out_shardings=replicated)(rng)
@@ -122,9 +142,13 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
 # ----------------------------------------------------------------------------- steps
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, config: ml_collections.ConfigDict,
-                    mesh: Mesh) -> Callable:
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh,
+) -> Callable:
   """Returns the jit-compiled `(state, batch, rng) -> (state, metrics)` over `mesh`.
 
   `batch` holds `image` [B, S, S, 3], `proposals` [B, N, 4], `labels` [B, c], sharded along the
@@ -143,25 +167,35 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       if has_batch_stats:
         variables["batch_stats"] = state.batch_stats
       outputs, updates = model.apply(
-          variables, batch["image"], batch["proposals"], train=True,
-          mutable=["batch_stats"] if has_batch_stats else [], rngs={"dropout": rng})
+          variables,
+          batch["image"],
+          batch["proposals"],
+          train=True,
+          mutable=["batch_stats"] if has_batch_stats else [],
+          rngs={"dropout": rng},
+      )
       terms = compute_losses(outputs, batch["labels"], loss_config)
       return terms["loss"], (terms, updates)
 
     grads, (terms, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
     param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
-        step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, param_updates),
         opt_state=opt_state,
-        batch_stats=updates["batch_stats"] if has_batch_stats else state.batch_stats)
+        batch_stats=updates["batch_stats"] if has_batch_stats else state.batch_stats,
+    )
     terms["learning_rate"] = schedule(state.step)
     terms["grad_norm"] = optax.global_norm(grads)
     return new_state, terms
 
   replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(train_step, donate_argnums=0,
-                 in_shardings=(replicated, _batch_sharding(mesh), replicated),
-                 out_shardings=(replicated, replicated))
+  return jax.jit(
+      train_step,
+      donate_argnums=0,
+      in_shardings=(replicated, _batch_sharding(mesh), replicated),
+      out_shardings=(replicated, replicated),
+  )
 
 
 def make_encode_step(model: nn.Module, mesh: Mesh, config: ml_collections.ConfigDict) -> Callable:
@@ -174,6 +208,7 @@ def make_encode_step(model: nn.Module, mesh: Mesh, config: ml_collections.Config
     if jax.tree.leaves(state.batch_stats):
       variables["batch_stats"] = state.batch_stats
     return encode(model.apply(variables, images, proposals, train=False), config)
+
   replicated = NamedSharding(mesh, PartitionSpec())
   data = _batch_sharding(mesh)
   # Codes come back replicated so every process can read the whole batch on the host.
@@ -187,14 +222,17 @@ def _batch_sharding(mesh: Mesh) -> NamedSharding:
 def to_global(batch: dict, mesh: Mesh, keys=pipeline.MODEL_KEYS) -> dict:
   """Host batches (this process's rows) -> global arrays sharded along `data`."""
   sharding = _batch_sharding(mesh)
-  return {key: jax.make_array_from_process_local_data(sharding, np.asarray(batch[key]))
-          for key in keys}
+  return {
+      key: jax.make_array_from_process_local_data(sharding, np.asarray(batch[key])) for key in keys
+  }
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
   if batch_size % mesh.size:
-    raise ValueError(f"batch size {batch_size} is not divisible by the {mesh.size} devices of "
-                     "the mesh; choose a multiple of the device count")
+    raise ValueError(
+        f"batch size {batch_size} is not divisible by the {mesh.size} devices of "
+        "the mesh; choose a multiple of the device count"
+    )
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -206,13 +244,16 @@ def checkpoint_manager(directory: str, config: ml_collections.ConfigDict) -> ocp
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints,
       save_interval_steps=_validation_interval(config) if selecting else config.checkpoint_every,
-      best_fn=(lambda saved: saved[VALIDATION_METRIC]) if selecting else None, best_mode="max",
-      create=True)
+      best_fn=(lambda saved: saved[VALIDATION_METRIC]) if selecting else None,
+      best_mode="max",
+      create=True,
+  )
   return ocp.CheckpointManager(resolve_path(directory), options=options)
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: TrainState,
-                   best: bool = False) -> TrainState | None:
+def restore_latest(
+    manager: ocp.CheckpointManager, state: TrainState, best: bool = False
+) -> TrainState | None:
   """The latest (or, with `best`, the best-by-validation) checkpoint restored into `state`'s
   structure and shardings, or None when there is none."""
   step = (manager.best_step() if best else None) or manager.latest_step()
@@ -244,11 +285,19 @@ def _check_finite(window: list[tuple[int, dict]]) -> None:
     if bad:
       raise NonFiniteLossError(
           f"non-finite loss at step {step}: {bad} (all terms: {values}). Lower the learning "
-          "rate, check the inputs of that batch, or resume from the last checkpoint.")
+          "rate, check the inputs of that batch, or resume from the last checkpoint."
+      )
 
 
-def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_dir: str,
-          mesh: Mesh, rng: jax.Array) -> TrainState:
+def train(
+    config: ml_collections.ConfigDict,
+    *,
+    model: nn.Module,
+    builder,
+    run_dir: str,
+    mesh: Mesh,
+    rng: jax.Array,
+) -> TrainState:
   """Trains `model` for config.num_train_steps (resuming from `run_dir`); returns the state.
 
   With `config.dataset.validation_split` set, every `config.eval.every_steps` (and at the end)
@@ -281,13 +330,23 @@ def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_d
   # A resumed run reshuffles with a seed derived from its start step (not bit-identical to an
   # uninterrupted run, but never replays the same order).
   batches = pipeline.train_batches(
-      builder, split=config.dataset.train_split, global_batch_size=config.batch_size,
-      image_size=config.dataset.image_size, seed=config.seed + start_step,
-      shuffle_buffer=config.dataset.shuffle_buffer)
+      builder,
+      split=config.dataset.train_split,
+      global_batch_size=config.batch_size,
+      image_size=config.dataset.image_size,
+      seed=config.seed + start_step,
+      shuffle_buffer=config.dataset.shuffle_buffer,
+  )
   writer = _summary_writer(run_dir)
   window: list[tuple[int, dict]] = []
-  progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, desc=os.path.basename(run_dir),
-                       unit="step", dynamic_ncols=True, mininterval=2.0)
+  progress = tqdm.tqdm(
+      total=config.num_train_steps,
+      initial=start_step,
+      desc=os.path.basename(run_dir),
+      unit="step",
+      dynamic_ncols=True,
+      mininterval=2.0,
+  )
   window_start = time.perf_counter()
   for step in range(start_step, config.num_train_steps):
     batch = to_global(next(batches), mesh)
@@ -301,8 +360,11 @@ def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_d
       elapsed = time.perf_counter() - window_start
       values["steps_per_second"] = len(window) / max(elapsed, 1e-9)
       progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['learning_rate']:.2g}")
-      logger.info("step %d: %s", step + 1,
-                   ", ".join(f"{name}={value:.4g}" for name, value in sorted(values.items())))
+      logger.info(
+          "step %d: %s",
+          step + 1,
+          ", ".join(f"{name}={value:.4g}" for name, value in sorted(values.items())),
+      )
       _write_scalars(writer, step + 1, values)
       window, window_start = [], time.perf_counter()
     if validate is None:
@@ -311,33 +373,50 @@ def train(config: ml_collections.ConfigDict, *, model: nn.Module, builder, run_d
       score = validate(state)
       logger.info("step %d: %s=%.4f", step + 1, VALIDATION_METRIC, score)
       _write_scalars(writer, step + 1, {VALIDATION_METRIC: score})
-      manager.save(step + 1, args=ocp.args.StandardSave(state),
-                   metrics={VALIDATION_METRIC: score}, force=True)
+      manager.save(
+          step + 1,
+          args=ocp.args.StandardSave(state),
+          metrics={VALIDATION_METRIC: score},
+          force=True,
+      )
   progress.close()
   manager.wait_until_finished()
   manager.close()
   return state
 
 
-def _validator(config: ml_collections.ConfigDict, model: nn.Module, builder,
-               mesh: Mesh) -> Callable[[TrainState], float]:
+def _validator(
+    config: ml_collections.ConfigDict, model: nn.Module, builder, mesh: Mesh
+) -> Callable[[TrainState], float]:
   """state -> semantic MAP of the validation split (queries) against the training split."""
   encode_step = make_encode_step(model, mesh, config)
+
   def validate(state: TrainState) -> float:
     database = encode_split(state, encode_step, builder, config.dataset.train_split, config, mesh)
-    queries = encode_split(state, encode_step, builder, config.dataset.validation_split, config,
-                           mesh)
-    return metrics.retrieval_metrics(queries["semantic_codes"], database["semantic_codes"],
-                                     queries["labels"], database["labels"], ks=(),
-                                     ties=config.eval.ties)["map"]
+    queries = encode_split(
+        state, encode_step, builder, config.dataset.validation_split, config, mesh
+    )
+    return metrics.retrieval_metrics(
+        queries["semantic_codes"],
+        database["semantic_codes"],
+        queries["labels"],
+        database["labels"],
+        ks=(),
+        ties=config.eval.ties,
+    )["map"]
+
   return validate
 
 
 def load_pretrained(state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
   """`state` with its backbone variables replaced by config.model.pretrained (strict merge)."""
   from iah_jax.models import pretrained
-  variables = pretrained.load({"params": state.params, "batch_stats": state.batch_stats},
-                              config.model.pretrained, prefix="backbone")
+
+  variables = pretrained.load(
+      {"params": state.params, "batch_stats": state.batch_stats},
+      config.model.pretrained,
+      prefix="backbone",
+  )
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
 
@@ -346,6 +425,7 @@ def _summary_writer(run_dir: str):
   if jax.process_index() != 0:
     return None
   import tensorflow as tf  # TensorBoard event files; TF is already the data dependency
+
   return tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
 
 
@@ -353,6 +433,7 @@ def _write_scalars(writer, step: int, values: dict) -> None:
   if writer is None:
     return
   import tensorflow as tf
+
   with writer.as_default(step=step):
     for name, value in values.items():
       tf.summary.scalar(name, value)
@@ -362,29 +443,44 @@ def _write_scalars(writer, step: int, values: dict) -> None:
 # ----------------------------------------------------------------------------- encode, evaluate
 
 
-def encode_split(state: TrainState, encode_step: Callable, builder, split: str,
-                 config: ml_collections.ConfigDict, mesh: Mesh) -> dict:
+def encode_split(
+    state: TrainState,
+    encode_step: Callable,
+    builder,
+    split: str,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh,
+) -> dict:
   """Codes, label probabilities and labels of every image of `split`, ordered by index.
 
   Rows come in stored order (TFDS slices such as "train[90%:]" included); `index` is the
   example's position in its full split.
   """
   batch_size = config.eval.batch_size
-  batch_size += (-batch_size) % mesh.size   # every device gets the same number of rows
+  batch_size += (-batch_size) % mesh.size  # every device gets the same number of rows
   # Every process reads the whole split; each feeds its own slice of every batch.
   rows_per_process = batch_size // jax.process_count()
-  own_rows = slice(jax.process_index() * rows_per_process,
-                   (jax.process_index() + 1) * rows_per_process)
+  own_rows = slice(
+      jax.process_index() * rows_per_process, (jax.process_index() + 1) * rows_per_process
+  )
   collected: dict[str, list] = {}
   total = pipeline.num_examples(builder, split)
-  for batch in tqdm.tqdm(pipeline.eval_batches(builder, split=split, batch_size=batch_size,
-                                               image_size=config.dataset.image_size),
-                         total=math.ceil(total / batch_size), desc=f"encode {split}",
-                         unit="batch", dynamic_ncols=True, mininterval=2.0):
-    inputs = to_global({key: batch[key][own_rows] for key in (features.IMAGE, features.PROPOSALS)},
-                       mesh, keys=(features.IMAGE, features.PROPOSALS))
-    outputs = jax.device_get(encode_step(state, inputs[features.IMAGE],
-                                         inputs[features.PROPOSALS]))
+  for batch in tqdm.tqdm(
+      pipeline.eval_batches(
+          builder, split=split, batch_size=batch_size, image_size=config.dataset.image_size
+      ),
+      total=math.ceil(total / batch_size),
+      desc=f"encode {split}",
+      unit="batch",
+      dynamic_ncols=True,
+      mininterval=2.0,
+  ):
+    inputs = to_global(
+        {key: batch[key][own_rows] for key in (features.IMAGE, features.PROPOSALS)},
+        mesh,
+        keys=(features.IMAGE, features.PROPOSALS),
+    )
+    outputs = jax.device_get(encode_step(state, inputs[features.IMAGE], inputs[features.PROPOSALS]))
     real = batch["mask"]
     outputs["labels"] = batch[features.LABELS]
     outputs["index"] = batch[features.INDEX]
@@ -400,24 +496,47 @@ def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDic
   query-adaptive weighted Hamming distance (`query_adaptive`: QaDWH's ranking, also on IAH's codes)
   and the category-aware metrics."""
   ks = tuple(int(k) for k in config.eval.ks)
-  results = {"semantic": metrics.retrieval_metrics(
-      queries["semantic_codes"], database["semantic_codes"], queries["labels"],
-      database["labels"], ks=ks, ties=config.eval.ties)}
+  results = {
+      "semantic": metrics.retrieval_metrics(
+          queries["semantic_codes"],
+          database["semantic_codes"],
+          queries["labels"],
+          database["labels"],
+          ks=ks,
+          ties=config.eval.ties,
+      )
+  }
   if "bit_weights" in queries:
     results["query_adaptive"] = metrics.retrieval_metrics(
-        queries["semantic_codes"], database["semantic_codes"], queries["labels"],
-        database["labels"], ks=ks, ties=config.eval.ties, query_weights=queries["bit_weights"])
+        queries["semantic_codes"],
+        database["semantic_codes"],
+        queries["labels"],
+        database["labels"],
+        ks=ks,
+        ties=config.eval.ties,
+        query_weights=queries["bit_weights"],
+    )
   if "category_codes" in queries:
     results["category_aware"] = metrics.category_aware_metrics(
-        queries["category_codes"], database["category_codes"], queries["labels"],
-        database["labels"], ties=config.eval.ties)
+        queries["category_codes"],
+        database["category_codes"],
+        queries["labels"],
+        database["labels"],
+        ties=config.eval.ties,
+    )
     if "label_probs" in queries:
       # IAH section IV retrieval: per-category tables of the items with p_j >= 0.2, searched
       # only by queries with p_j >= 0.2 (relevant items left out count as missed).
       results["category_aware"]["probability_tables"] = metrics.category_aware_metrics(
-          queries["category_codes"], database["category_codes"], queries["labels"],
-          database["labels"], ties=config.eval.ties, query_probs=queries["label_probs"],
-          db_probs=database["label_probs"], threshold=CATEGORY_TABLE_THRESHOLD)
+          queries["category_codes"],
+          database["category_codes"],
+          queries["labels"],
+          database["labels"],
+          ties=config.eval.ties,
+          query_probs=queries["label_probs"],
+          db_probs=database["label_probs"],
+          threshold=CATEGORY_TABLE_THRESHOLD,
+      )
   return results
 
 
@@ -427,11 +546,11 @@ def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDic
 def load_dataset(config: ml_collections.ConfigDict):
   """The TFDS builder named by the config, prepared (generated on first use) in data_dir."""
   from iah_jax.data import registry
+
   options = config.dataset.options.to_dict()
   if config.dataset.name == registry.SYNTHETIC_SCENES and not options:
     options["config"] = config.dataset.config  # the embedded dataset's named configs
-  return registry.get_builder(config.dataset.name, resolve_path(config.dataset.data_dir),
-                              **options)
+  return registry.get_builder(config.dataset.name, resolve_path(config.dataset.data_dir), **options)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -443,32 +562,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_batch_size(config.batch_size, mesh)
   builder = load_dataset(config)
   num_classes = builder.info.features[features.LABELS].shape[0]
-  results: dict[str, Any] = {"method": config.method, "semantic": {}, "query_adaptive": {},
-                             "category_aware": {},
-                             "train_seconds": 0.0,
-                             "config": config.to_dict()}
+  results: dict[str, Any] = {
+      "method": config.method,
+      "semantic": {},
+      "query_adaptive": {},
+      "category_aware": {},
+      "train_seconds": 0.0,
+      "config": config.to_dict(),
+  }
   rng = jax.random.PRNGKey(config.seed)
   for run, (q, b) in enumerate(zip(config.semantic_bits, config.bits_per_category)):
     run_dir = os.path.join(workdir, f"q{q}_b{b}")
     model = build_model(config, num_classes, int(q), int(b))
     started = time.perf_counter()
-    state = train(config, model=model, builder=builder, run_dir=run_dir, mesh=mesh,
-                  rng=jax.random.fold_in(rng, run))
+    state = train(
+        config,
+        model=model,
+        builder=builder,
+        run_dir=run_dir,
+        mesh=mesh,
+        rng=jax.random.fold_in(rng, run),
+    )
     results["train_seconds"] += time.perf_counter() - started
     # Evaluate the restored checkpoint (the final one, or the best on the validation split),
     # exactly what a user restoring it would get.
-    state = restore_latest(checkpoint_manager(os.path.join(run_dir, "checkpoints"), config),
-                           state, best=bool(config.dataset.validation_split)) or state
+    state = (
+        restore_latest(
+            checkpoint_manager(os.path.join(run_dir, "checkpoints"), config),
+            state,
+            best=bool(config.dataset.validation_split),
+        )
+        or state
+    )
     encode_step = make_encode_step(model, mesh, config)
-    database = encode_split(state, encode_step, builder, config.dataset.database_split, config,
-                            mesh)
+    database = encode_split(
+        state, encode_step, builder, config.dataset.database_split, config, mesh
+    )
     queries = encode_split(state, encode_step, builder, config.dataset.query_split, config, mesh)
     run_metrics = evaluate_run(database, queries, config)
     results["semantic"][str(q)] = run_metrics["semantic"]
     if "query_adaptive" in run_metrics:
       results["query_adaptive"][str(q)] = run_metrics["query_adaptive"]
-    logger.info("q%d_b%d: semantic MAP %.4f, wMAP %.4f", q, b, run_metrics["semantic"]["map"],
-                run_metrics["semantic"]["wmap"])
+    logger.info(
+        "q%d_b%d: semantic MAP %.4f, wMAP %.4f",
+        q,
+        b,
+        run_metrics["semantic"]["map"],
+        run_metrics["semantic"]["wmap"],
+    )
     if "category_aware" in run_metrics:
       results["category_aware"][str(b)] = dict(run_metrics["category_aware"], run=f"q{q}_b{b}")
   if jax.process_index() == 0:  # one writer in multi-host runs
@@ -490,21 +631,36 @@ def json_default(value):
 def format_results(results: dict) -> str:
   """A plain-text table of the semantic and category-aware metrics."""
   lines = ["semantic hashing (queries vs database, Hamming ranking)"]
-  names = sorted({name for row in results["semantic"].values() for name in row
-                  if name in ("map", "wmap") or name.startswith(("ndcg@", "acg@"))},
-                 key=lambda name: (name not in ("map", "wmap"), name))
+  names = sorted(
+      {
+          name
+          for row in results["semantic"].values()
+          for name in row
+          if name in ("map", "wmap") or name.startswith(("ndcg@", "acg@"))
+      },
+      key=lambda name: (name not in ("map", "wmap"), name),
+  )
   lines.append("  bits  " + "  ".join(f"{name:>10}" for name in names))
   for bits, row in results["semantic"].items():
-    lines.append(f"  {bits:>4}  " + "  ".join(f"{row.get(name, float('nan')):>10.4f}"
-                                              for name in names))
+    lines.append(
+        f"  {bits:>4}  " + "  ".join(f"{row.get(name, float('nan')):>10.4f}" for name in names)
+    )
   for bits, row in results.get("query_adaptive", {}).items():
-    lines.append(f"  {bits:>4}  query-adaptive weighted Hamming ranking: map={row['map']:.4f}  "
-                 f"wmap={row['wmap']:.4f}")
+    lines.append(
+        f"  {bits:>4}  query-adaptive weighted Hamming ranking: map={row['map']:.4f}  "
+        f"wmap={row['wmap']:.4f}"
+    )
   lines.append("category-aware hashing (per-category MAP averaged over categories)")
   for bits, row in results["category_aware"].items():
     tables = row.get("probability_tables")
-    lines.append(f"  b={bits:>3}  map={row['map']:.4f}" + (
-        f"  with p >= {CATEGORY_TABLE_THRESHOLD} tables: map={tables['map']:.4f}" if tables
-        else "") + f"  ({row.get('run', '')})")
+    lines.append(
+        f"  b={bits:>3}  map={row['map']:.4f}"
+        + (
+            f"  with p >= {CATEGORY_TABLE_THRESHOLD} tables: map={tables['map']:.4f}"
+            if tables
+            else ""
+        )
+        + f"  ({row.get('run', '')})"
+    )
   lines.append(f"train seconds: {results['train_seconds']:.1f}")
   return "\n".join(lines)

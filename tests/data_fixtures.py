@@ -23,8 +23,14 @@ def scene(height: int, width: int, seed: int, rects=None) -> np.ndarray:
     rects = []
     for _ in range(int(rng.integers(2, 4))):
       x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
-      rects.append((x0, y0, x0 + int(rng.integers(width // 5, width // 2)),
-                    y0 + int(rng.integers(height // 5, height // 2))))
+      rects.append(
+          (
+              x0,
+              y0,
+              x0 + int(rng.integers(width // 5, width // 2)),
+              y0 + int(rng.integers(height // 5, height // 2)),
+          )
+      )
   for x0, y0, x1, y1 in rects:
     image[y0:y1, x0:x1] = rng.integers(0, 256, size=3)
   return image
@@ -47,8 +53,9 @@ def encode(image: np.ndarray, kind: str) -> bytes:
   return buffer.getvalue()
 
 
-def write_image(path, kind: str = "rgb", height: int = 48, width: int = 64, seed: int = 0,
-                rects=None) -> np.ndarray:
+def write_image(
+    path, kind: str = "rgb", height: int = 48, width: int = 64, seed: int = 0, rects=None
+) -> np.ndarray:
   """Writes a scene to ``path`` (PNG content keeps whatever extension ``path`` has).
 
   Returns the RGB array that was encoded (before any JPEG loss).

@@ -95,12 +95,12 @@ def test_itq_iterations_match_loop_reference_of_itq_m():
 
 def test_itq_pca_directions_match_scikit_learn():
   from sklearn.decomposition import PCA
+
   features = gaussian_data(800, [4.0, 3.0, 2.0, 1.0, 0.5, 0.25], seed=2)
   hasher = baselines.fit("itq", features, bits=4)
   components = PCA(n_components=4).fit(features).components_.T
   # Same directions up to sign.
-  np.testing.assert_allclose(np.abs(np.sum(hasher.projection * components, axis=0)), 1.0,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.abs(np.sum(hasher.projection * components, axis=0)), 1.0, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def reference_sh_modes(ranges, bits):
     eigenvalues.append(sum((row[j] * math.pi / ranges[j]) ** 2 for j in range(npca)))
   # MATLAB's sort is stable; drop the constant eigenfunction.
   order = sorted(range(len(rows)), key=lambda r: (eigenvalues[r], r))
-  return [rows[r] for r in order[1:bits + 1]]
+  return [rows[r] for r in order[1 : bits + 1]]
 
 
 def reference_sh_codes(principal, range_min, range_max, modes_table):
@@ -171,11 +171,14 @@ def reference_sh_codes(principal, range_min, range_max, modes_table):
   return codes, margins
 
 
-@pytest.mark.parametrize("ranges,bits", [
-    ([5.0, 3.0, 2.5, 1.0, 0.4], 7),
-    ([2.0, 1.0, 1.0], 6),        # exact eigenvalue ties: the enumeration order decides
-    ([1.0, 0.9], 5),             # more bits than coordinates
-])
+@pytest.mark.parametrize(
+    "ranges,bits",
+    [
+        ([5.0, 3.0, 2.5, 1.0, 0.4], 7),
+        ([2.0, 1.0, 1.0], 6),  # exact eigenvalue ties: the enumeration order decides
+        ([1.0, 0.9], 5),  # more bits than coordinates
+    ],
+)
 def test_sh_eigenfunction_selection_matches_loop_reference(ranges, bits):
   coordinates, modes = spectral.select_eigenfunctions(np.array(ranges), bits)
   table = np.zeros((bits, len(ranges)), np.int64)
@@ -190,9 +193,9 @@ def test_sh_codes_match_loop_reference_of_train_and_compress_sh():
   assert hasher.projection.shape == (6, 6)
   # Independent PCA (scikit-learn) and ranges, then the loop reference.
   from sklearn.decomposition import PCA
+
   components = PCA(n_components=6).fit(features).components_.T
-  np.testing.assert_allclose(np.abs(np.sum(hasher.projection * components, axis=0)), 1.0,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.abs(np.sum(hasher.projection * components, axis=0)), 1.0, atol=1e-5)
   principal_train = (features - features.mean(0)) @ hasher.projection.astype(np.float64)
   range_min, range_max = principal_train.min(0), principal_train.max(0)
   np.testing.assert_allclose(hasher.range_min, range_min, rtol=1e-5, atol=1e-5)
@@ -240,8 +243,12 @@ def test_sh_bits_on_gaussian_data_first_modes_balanced_higher_modes_as_predicted
   # balanced by symmetry, even modes do not (mode 2 is positive only on the outer quarters).
   for bit in range(8):
     coordinate, mode = hasher.eigen_coordinates[bit], hasher.eigen_modes[bit]
-    predicted = gaussian_positive_mass(stds[coordinate], float(hasher.range_min[coordinate]),
-                                       float(hasher.range_max[coordinate]), int(mode))
+    predicted = gaussian_positive_mass(
+        stds[coordinate],
+        float(hasher.range_min[coordinate]),
+        float(hasher.range_max[coordinate]),
+        int(mode),
+    )
     assert abs(means[bit] - predicted) < 0.02, (bit, mode, means[bit], predicted)
     if mode % 2:
       assert abs(means[bit] - 0.5) < 0.1
@@ -273,7 +280,8 @@ def test_canonical_directions_are_whitened_and_reach_their_correlation():
   for k in range(6):
     coefficients = np.linalg.lstsq(centred_y, projected[:, k], rcond=None)[0]
     r_squared = 1 - np.sum((projected[:, k] - centred_y @ coefficients) ** 2) / np.sum(
-        projected[:, k] ** 2)
+        projected[:, k] ** 2
+    )
     np.testing.assert_allclose(r_squared, correlations[k] ** 2, rtol=1e-4)
 
 
@@ -284,8 +292,9 @@ def test_itq_cca_beats_itq_when_labels_carry_the_signal(bits):
   maps = {}
   for method in ("itq", "itq_cca"):
     hasher = baselines.fit(method, train_features, bits, labels=train_labels, seed=0)
-    result = retrieval_metrics(hasher.encode(query_features), hasher.encode(train_features),
-                               query_labels, train_labels)
+    result = retrieval_metrics(
+        hasher.encode(query_features), hasher.encode(train_features), query_labels, train_labels
+    )
     maps[method] = result["map"]
   assert np.all(np.diff(hasher.history) <= 1e-5 * hasher.history[0])
   # PCA keeps the label-independent noise (near-chance MAP, about the label prevalence ~0.49);
@@ -312,8 +321,16 @@ def test_save_load_round_trips_exactly(tmp_path, method):
     assert str(archive["method"]) == method
   loaded = baselines.load(path)
   assert loaded.method == method and loaded.bits == 12 and loaded.options == hasher.options
-  for name in ("mean", "projection", "rotation", "history", "range_min", "range_max",
-               "eigen_coordinates", "eigen_modes"):
+  for name in (
+      "mean",
+      "projection",
+      "rotation",
+      "history",
+      "range_min",
+      "range_max",
+      "eigen_coordinates",
+      "eigen_modes",
+  ):
     original, restored = getattr(hasher, name), getattr(loaded, name)
     assert (original is None) == (restored is None), name
     if original is not None:
@@ -380,6 +397,7 @@ def test_bad_inputs_raise_clear_value_errors():
 
 def test_encode_in_chunks_equals_one_pass(monkeypatch):
   from iah_jax.baselines import shallow
+
   features = gaussian_data(1000, np.linspace(2, 0.5, 12), seed=15)
   hasher = baselines.fit("sh", features, 10)
   whole = hasher.encode(features)
@@ -403,8 +421,9 @@ def test_extract_features_matches_per_image_backbone_and_pooling(tiny_data_dir):
   image_size = 32
   backbone = SmallCNN(widths=(8, 16))
   variables = backbone.init(jax.random.PRNGKey(0), np.zeros((1, image_size, image_size, 3)))
-  pooled, labels = features_lib.extract_features(backbone, variables, builder, "train",
-                                                 image_size, batch_size=10)  # 96 = 9*10 + 6
+  pooled, labels = features_lib.extract_features(
+      backbone, variables, builder, "train", image_size, batch_size=10
+  )  # 96 = 9*10 + 6
   assert pooled.shape == (96, 16) and pooled.dtype == np.float32
   assert labels.dtype == np.uint8
 
@@ -427,8 +446,13 @@ def test_extract_features_matches_per_image_backbone_and_pooling(tiny_data_dir):
 
   # A plain function backbone and a whole model's variables (params['backbone']).
   from_function, _ = features_lib.extract_features(
-      lambda images: backbone.apply(variables, images), None, builder, "train[:20]", image_size,
-      batch_size=8)
+      lambda images: backbone.apply(variables, images),
+      None,
+      builder,
+      "train[:20]",
+      image_size,
+      batch_size=8,
+  )
   np.testing.assert_allclose(from_function, expected[:20], rtol=1e-5, atol=1e-6)
   model_variables = {"params": {"backbone": variables["params"], "hash_layer": {}}}
   picked = features_lib.backbone_variables(model_variables)

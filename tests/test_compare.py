@@ -53,8 +53,18 @@ def compared(tiny_data_dir, tmp_path_factory):
 def test_report_has_every_method_row_the_tables_and_the_plots(compared):
   _, workdir, results, text = compared
   assert [cell["method"] for cell in results] == list(cell_lib.ALL_METHODS)
-  semantic_rows = ["IAH", "IAH (query-adaptive weighted Hamming)", "One-Stage (DNNH)", "DSRH",
-                   "QaDWH", "QaDWH (plain Hamming)", "ITQ-CCA", "ITQ", "SH", "LSH"]
+  semantic_rows = [
+      "IAH",
+      "IAH (query-adaptive weighted Hamming)",
+      "One-Stage (DNNH)",
+      "DSRH",
+      "QaDWH",
+      "QaDWH (plain Hamming)",
+      "ITQ-CCA",
+      "ITQ",
+      "SH",
+      "LSH",
+  ]
   for title in ("NDCG@10", "ACG@10", "MAP", "Weighted MAP"):
     rows = table(text, title)
     assert list(rows) == semantic_rows, title
@@ -63,19 +73,20 @@ def test_report_has_every_method_row_the_tables_and_the_plots(compared):
   for method, cell in by_method.items():
     if method != "category_baseline":
       assert number(map_rows[report.TITLES[method]][0]) == pytest.approx(
-          cell["metrics"]["map"], abs=5e-5)
+          cell["metrics"]["map"], abs=5e-5
+      )
   best = max(cell["metrics"]["map"] for cell in results if cell["semantic_table"])
   bold = [title for title, row in map_rows.items() if row[0].startswith("**")]
-  assert bold and all(number(map_rows[title][0]) == pytest.approx(best, abs=5e-5)
-                      for title in bold)
+  assert bold and all(number(map_rows[title][0]) == pytest.approx(best, abs=5e-5) for title in bold)
   # The category baseline has only category-aware codes: it appears in the Fig. 8/9 table only.
   category_rows = table(text, "Category-aware codes: per-category MAP (IAH Figs. 8-9)")
   tables, whole = f"IAH ({report.TABLES})", f"IAH ({report.WHOLE_DATABASE})"
   assert list(category_rows) == [tables, whole, "Category baseline (Fig. 9)"]
-  for title, method, key in ((tables, "iah", "category_aware_tables"),
-                             (whole, "iah", "category_aware"),
-                             ("Category baseline (Fig. 9)", "category_baseline",
-                              "category_aware")):
+  for title, method, key in (
+      (tables, "iah", "category_aware_tables"),
+      (whole, "iah", "category_aware"),
+      ("Category baseline (Fig. 9)", "category_baseline", "category_aware"),
+  ):
     row = category_rows[title]
     per_category = by_method[method][key]["per_category_map"]
     assert row[0] == "2" and len(row) == 2 + len(per_category)
@@ -110,17 +121,24 @@ def test_shallow_cells_are_fitted_on_the_train_split_features(compared, tiny_dat
   config, workdir, results, _ = compared
   cached = np.load(os.path.join(workdir, "features", "iah_q8.npz"))
   from iah_jax.data import synthetic_scenes
+
   builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
   sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
-  assert cached["fit_features"].shape[0] == sizes["train"]      # config.dataset.train_split
+  assert cached["fit_features"].shape[0] == sizes["train"]  # config.dataset.train_split
   assert cached["database_features"].shape[0] == sizes["train"]
   assert cached["query_features"].shape[0] == sizes["test"]
   for method in cell_lib.SHALLOW_METHODS:
-    hasher = baselines.fit(method, cached["fit_features"], 8, labels=cached["fit_labels"],
-                           seed=config.seed)
+    hasher = baselines.fit(
+        method, cached["fit_features"], 8, labels=cached["fit_labels"], seed=config.seed
+    )
     expected = metrics.retrieval_metrics(
-        hasher.encode(cached["query_features"]), hasher.encode(cached["database_features"]),
-        cached["query_labels"], cached["database_labels"], ks=(10,), ties=config.eval.ties)
+        hasher.encode(cached["query_features"]),
+        hasher.encode(cached["database_features"]),
+        cached["query_labels"],
+        cached["database_labels"],
+        ks=(10,),
+        ties=config.eval.ties,
+    )
     cell = next(cell for cell in results if cell["method"] == method)
     assert cell["features_from"] == "iah"
     assert cell["metrics"]["map"] == pytest.approx(expected["map"], abs=1e-9), method
@@ -133,10 +151,12 @@ def test_second_run_reuses_finished_cells_and_redoes_only_a_missing_one(compared
 
   def no_training(*args, **kwargs):
     raise AssertionError("a finished cell or a cached feature source was trained again")
+
   monkeypatch.setattr(cell_lib.train, "train", no_training)
   again = comparison.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
   assert [cell["metrics"]["map"] for cell in again] == pytest.approx(
-      [cell["metrics"]["map"] for cell in results], abs=1e-12)
+      [cell["metrics"]["map"] for cell in results], abs=1e-12
+  )
   # A finished shallow cell is not silently reused for another feature source.
   with pytest.raises(ValueError, match="fitted on features from 'iah', not 'one_stage'"):
     comparison.compare(config, workdir, ["lsh"], (8,), "one_stage", CURVE_KS)
@@ -155,17 +175,38 @@ def test_command_line_rewrites_the_report_from_finished_cells(compared, tiny_dat
         return tiny_config({tiny_data_dir!r}, steps=2)
   """))
   run = subprocess.run(
-      [sys.executable, "-m", "iah_jax.compare", f"--config={config_file}",
-       f"--workdir={workdir}", "--bits=8", "--curve_ks=1,5,10"],
-      cwd=REPO, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          "-m",
+          "iah_jax.compare",
+          f"--config={config_file}",
+          f"--workdir={workdir}",
+          "--bits=8",
+          "--curve_ks=1,5,10",
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   with open(os.path.join(workdir, "comparison.md")) as file:
     rewritten = file.read()
   assert table(rewritten, "MAP") == table(text, "MAP")
   bad = subprocess.run(
-      [sys.executable, "-m", "iah_jax.compare", f"--config={config_file}",
-       f"--workdir={workdir}", "--bits=8,x"], cwd=REPO, capture_output=True, text=True,
-      timeout=600)
+      [
+          sys.executable,
+          "-m",
+          "iah_jax.compare",
+          f"--config={config_file}",
+          f"--workdir={workdir}",
+          "--bits=8,x",
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert bad.returncode != 0 and "--bits must be a comma-separated list of integers" in bad.stderr
 
 
@@ -175,7 +216,8 @@ def test_report_gathers_cells_of_earlier_calls_with_other_bits(compared):
   config, workdir, _, _ = compared
   added = comparison.compare(config, workdir, ["category_baseline"], (4,), "iah", CURVE_KS)
   assert [(cell["method"], cell["bits"], cell["bits_per_category"]) for cell in added] == [
-      ("category_baseline", 4, 1)]
+      ("category_baseline", 4, 1)
+  ]
   with open(os.path.join(workdir, "comparison.md")) as file:
     text = file.read()
   map_rows = table(text, "MAP")
@@ -201,6 +243,7 @@ def test_pretrained_feature_source_is_the_supplied_backbone_untrained(tiny_data_
   from iah_jax.baselines import features as feature_lib
   from iah_jax.convert.torchvision_googlenet import save_converted
   from iah_jax.models.googlenet import GoogLeNetBackbone
+
   config = tiny_config(tiny_data_dir)
   config.model.backbone = "googlenet"
   config.model.backbone_options = ml_collections.ConfigDict()
@@ -208,14 +251,19 @@ def test_pretrained_feature_source_is_the_supplied_backbone_untrained(tiny_data_
   images = np.zeros((1, 32, 32, 3), np.float32)
   variables = jax.jit(backbone.init)(jax.random.PRNGKey(3), images)
   path = str(tmp_path / "googlenet.npz")
-  save_converted({collection: {"features": variables[collection]}
-                  for collection in ("params", "batch_stats")}, path)
+  save_converted(
+      {collection: {"features": variables[collection]} for collection in ("params", "batch_stats")},
+      path,
+  )
   with pytest.raises(ValueError, match="needs config.model.pretrained"):
     comparison.compare(config, str(tmp_path / "work0"), ["lsh"], (8,), "pretrained")
   config.model.pretrained = path
+
   def no_training(*args, **kwargs):
     raise AssertionError("the pretrained feature source must not be trained")
+
   import iah_jax.train
+
   original = iah_jax.train.train
   iah_jax.train.train = no_training
   try:
@@ -246,8 +294,9 @@ def test_iah_class_bit_weights_are_row_normalised_kernel_piece_norms():
     for k in range(q):
       expected[j, k] = np.sqrt(sum(kernel[j * b + i, k] ** 2 for i in range(b)))
     expected[j] /= expected[j].mean()
-  np.testing.assert_allclose(np.asarray(iah_model.class_bit_weights(kernel, c, b)), expected,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(iah_model.class_bit_weights(kernel, c, b)), expected, rtol=1e-5
+  )
   # No gradient flows into the kernel through the ranking weights.
   grad = jax.grad(lambda k: iah_model.class_bit_weights(k, c, b).sum())(kernel)
   assert np.all(np.asarray(grad) == 0.0)

@@ -71,22 +71,25 @@ VOC_OBJECTS = {  # id -> [(class, difficult, (xmin, ymin, xmax, ymax))], 1-based
     "000002": [("cat", 0, (1, 1, 64, 48))],
     "000003": [("car", 0, (10, 5, 20, 15)), ("bus", 0, (30, 20, 50, 40))],
     "000004": [("bird", 0, (2, 3, 12, 13))],
-    "000005": [("cow", 0, (2, 3, 12, 13))],     # corrupt image
-    "000006": [],                               # no object: unlabelled
+    "000005": [("cow", 0, (2, 3, 12, 13))],  # corrupt image
+    "000006": [],  # no object: unlabelled
     "000007": [("sheep", 1, (20, 20, 40, 40))],  # only a difficult object
-    "000008": [("horse", 0, (2, 3, 12, 13))],   # image file missing
+    "000008": [("horse", 0, (2, 3, 12, 13))],  # image file missing
     "000009": [("train", 0, (5, 5, 60, 40))],
     "000010": [("sofa", 0, (1, 20, 30, 48)), ("tvmonitor", 0, (35, 2, 60, 20))],
 }
 
 
 def voc_xml(objects, width=64, height=48):
-  parts = [f"<annotation><size><width>{width}</width><height>{height}</height><depth>3</depth>"
-           "</size>"]
+  parts = [
+      f"<annotation><size><width>{width}</width><height>{height}</height><depth>3</depth>" "</size>"
+  ]
   for name, difficult, (x0, y0, x1, y1) in objects:
-    parts.append(f"<object><name>{name}</name><pose>Left</pose><truncated>0</truncated>"
-                 f"<difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
-                 f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+    parts.append(
+        f"<object><name>{name}</name><pose>Left</pose><truncated>0</truncated>"
+        f"<difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+        f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+    )
   return "".join(parts) + "</annotation>"
 
 
@@ -113,15 +116,24 @@ def voc_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def voc_builder(voc_root, tmp_path_factory):
-  return registry.get_builder("voc2007", tmp_path_factory.mktemp("tfds"), data_path=voc_root,
-                              num_queries=3, query_seed=4, **FAST)
+  return registry.get_builder(
+      "voc2007",
+      tmp_path_factory.mktemp("tfds"),
+      data_path=voc_root,
+      num_queries=3,
+      query_seed=4,
+      **FAST,
+  )
 
 
 def test_voc_labels_boxes_splits_and_skips(voc_builder, voc_root):
   train, test = read_split(voc_builder, "train"), read_split(voc_builder, "test")
   check_common(20, train, test)
   assert voc_builder.info.metadata["skip_counts"] == {
-      "missing_file": 1, "corrupt_image": 1, "unlabelled": 1}
+      "missing_file": 1,
+      "corrupt_image": 1,
+      "unlabelled": 1,
+  }
   usable = ["000001", "000002", "000003", "000004", "000007", "000009", "000010"]
   assert ids_of(test) == expected_queries(usable, 3, seed=4)
   assert ids_of(train) == [i for i in usable if i not in ids_of(test)]
@@ -133,10 +145,12 @@ def test_voc_labels_boxes_splits_and_skips(voc_builder, voc_root):
       expected[voc.VOC_CLASSES.index(name)] = 1
     np.testing.assert_array_equal(examples[image_id]["labels"], expected)
     boxes = [[(x0 - 1) / 64, (y0 - 1) / 48, x1 / 64, y1 / 48] for _, _, (x0, y0, x1, y1) in objects]
-    np.testing.assert_allclose(examples[image_id]["object_boxes"], np.reshape(boxes, (-1, 4)),
-                               atol=1e-6)
-    np.testing.assert_array_equal(examples[image_id]["object_labels"],
-                                  [voc.VOC_CLASSES.index(name) for name, _, _ in objects])
+    np.testing.assert_allclose(
+        examples[image_id]["object_boxes"], np.reshape(boxes, (-1, 4)), atol=1e-6
+    )
+    np.testing.assert_array_equal(
+        examples[image_id]["object_labels"], [voc.VOC_CLASSES.index(name) for name, _, _ in objects]
+    )
 
 
 def test_voc_stored_images_and_proposals(voc_builder, voc_root):
@@ -146,31 +160,50 @@ def test_voc_stored_images_and_proposals(voc_builder, voc_root):
     assert example["image"].shape == (30, 40, 3)  # 64 x 48 downscaled to max side 40
     original = images.read_image(year_dir / f"{image_id}.jpg")
     # Stored proposals are the selective search of the original image.
-    np.testing.assert_array_equal(example["proposals"], selective_search.selective_search_proposals(
-        original, 6, search_max_side=64))
+    np.testing.assert_array_equal(
+        example["proposals"],
+        selective_search.selective_search_proposals(original, 6, search_max_side=64),
+    )
     reference = images.resize_to_max_side(original, 40).astype(int)
     assert np.abs(example["image"].astype(int) - reference).mean() < 8  # JPEG re-encoding only
   gray = examples["000002"]["image"].astype(int)
-  assert np.abs(gray[..., 0] - gray[..., 1]).max() <= 3 and np.abs(gray[..., 1] - gray[..., 2]).max() <= 3
+  assert (
+      np.abs(gray[..., 0] - gray[..., 1]).max() <= 3
+      and np.abs(gray[..., 1] - gray[..., 2]).max() <= 3
+  )
 
 
 def test_voc_difficult_flag_and_voc2012_protocol(voc_root, tmp_path):
-  hard = registry.get_builder("voc2007", tmp_path / "a", data_path=voc_root, num_queries=2,
-                              difficult_as_label=False, proposal_method="whole_image", **FAST)
+  hard = registry.get_builder(
+      "voc2007",
+      tmp_path / "a",
+      data_path=voc_root,
+      num_queries=2,
+      difficult_as_label=False,
+      proposal_method="whole_image",
+      **FAST,
+  )
   examples = by_id(read_split(hard, "train") + read_split(hard, "test"))
   assert hard.info.metadata["skip_counts"]["unlabelled"] == 2  # 000006 and difficult-only 000007
   assert "000007" not in examples
   first = examples["000001"]
   np.testing.assert_array_equal(np.nonzero(first["labels"])[0], [voc.VOC_CLASSES.index("dog")])
   assert len(first["object_boxes"]) == 1  # the difficult person box is dropped too
-  v12 = registry.get_builder("voc2012", tmp_path / "b", data_path=voc_root / "VOCdevkit",
-                             num_queries=1, proposal_method="whole_image", **FAST)
+  v12 = registry.get_builder(
+      "voc2012",
+      tmp_path / "b",
+      data_path=voc_root / "VOCdevkit",
+      num_queries=1,
+      proposal_method="whole_image",
+      **FAST,
+  )
   ids = ids_of(read_split(v12, "train") + read_split(v12, "test"))
   assert sorted(ids) == ["000001", "000002", "000003", "000004"]  # trainval only, 000005 corrupt
 
 
 def test_voc_class_order_is_tfds_order_and_annotation_errors(tmp_path):
   from tensorflow_datasets.object_detection import voc as tfds_voc
+
   assert voc.VOC_CLASSES == tuple(tfds_voc._VOC_LABELS)  # pylint: disable=protected-access
   bad = tmp_path / "bad.xml"
   bad.write_text(voc_xml([("unicorn", 0, (1, 1, 5, 5))]))
@@ -187,10 +220,10 @@ COCO_IMAGES = {  # id -> (source split, kind, [(category id, bbox, iscrowd)])
     3: ("train", "cmyk", [(18, [10, 10, 30, 30], 0)]),
     4: ("train", "png", [(3, [1, 2, 3, 4], 0), (3, [30, 20, 40, 30], 0)]),
     5: ("train", "corrupt", [(6, [1, 1, 5, 5], 0)]),
-    6: ("train", "rgb", []),                          # no annotation: unlabelled
+    6: ("train", "rgb", []),  # no annotation: unlabelled
     7: ("val", "missing", [(1, [1, 1, 5, 5], 0)]),
-    8: ("val", "rgb", [(38, [5, 5, 20, 20], 1)]),      # crowd only
-    9: ("val", "rgb", [(59, [50, 40, 30, 30], 0)]),    # box past the border: clipped
+    8: ("val", "rgb", [(38, [5, 5, 20, 20], 1)]),  # crowd only
+    9: ("val", "rgb", [(59, [50, 40, 30, 30], 0)]),  # box past the border: clipped
 }
 
 
@@ -211,8 +244,15 @@ def coco_root(tmp_path_factory):
       name = coco_file_name(image_id, split)
       data["images"].append({"id": image_id, "file_name": name, "width": 64, "height": 48})
       for k, (category, bbox, crowd) in enumerate(annotations):
-        data["annotations"].append({"id": image_id * 10 + k, "image_id": image_id,
-                                    "category_id": category, "bbox": bbox, "iscrowd": crowd})
+        data["annotations"].append(
+            {
+                "id": image_id * 10 + k,
+                "image_id": image_id,
+                "category_id": category,
+                "bbox": bbox,
+                "iscrowd": crowd,
+            }
+        )
       path = root / f"{split}2014" / name
       if kind == "corrupt":
         data_fixtures.write_corrupt(path)
@@ -225,15 +265,24 @@ def coco_root(tmp_path_factory):
 def test_coco_labels_boxes_crowd_and_skips(coco_root, tmp_path):
   column = {i: j for j, (i, _) in enumerate(coco.COCO_CATEGORIES)}
   for include_crowd in (True, False):
-    builder = registry.get_builder("coco2014", tmp_path / str(include_crowd), data_path=coco_root,
-                                   num_queries=2, include_crowd=include_crowd, **FAST)
+    builder = registry.get_builder(
+        "coco2014",
+        tmp_path / str(include_crowd),
+        data_path=coco_root,
+        num_queries=2,
+        include_crowd=include_crowd,
+        **FAST,
+    )
     train, test = read_split(builder, "train"), read_split(builder, "test")
     check_common(80, train, test)
     assert len(test) == 2
     examples = by_id(train + test)
     unlabelled = 1 if include_crowd else 2
     assert builder.info.metadata["skip_counts"] == {
-        "missing_file": 1, "corrupt_image": 1, "unlabelled": unlabelled}
+        "missing_file": 1,
+        "corrupt_image": 1,
+        "unlabelled": unlabelled,
+    }
     for image_id, (split, kind, annotations) in COCO_IMAGES.items():
       kept = [a for a in annotations if include_crowd or not a[2]]
       name = coco_file_name(image_id, split)
@@ -244,11 +293,14 @@ def test_coco_labels_boxes_crowd_and_skips(coco_root, tmp_path):
       for category, _, _ in kept:
         expected[column[category]] = 1
       np.testing.assert_array_equal(examples[name]["labels"], expected)
-      boxes = [[min(x / 64, 1), min(y / 48, 1), min((x + w) / 64, 1), min((y + h) / 48, 1)]
-               for _, (x, y, w, h), _ in kept]
+      boxes = [
+          [min(x / 64, 1), min(y / 48, 1), min((x + w) / 64, 1), min((y + h) / 48, 1)]
+          for _, (x, y, w, h), _ in kept
+      ]
       np.testing.assert_allclose(examples[name]["object_boxes"], boxes, atol=1e-6)
-      np.testing.assert_array_equal(examples[name]["object_labels"],
-                                    [column[c] for c, _, _ in kept])
+      np.testing.assert_array_equal(
+          examples[name]["object_labels"], [column[c] for c, _, _ in kept]
+      )
   assert coco.COCO_CATEGORIES[79] == (90, "toothbrush")
 
 
@@ -262,10 +314,26 @@ def test_coco_rejects_wrong_categories(coco_root, tmp_path):
 
 
 # ----------------------------------------------------------------------------------- MIRFLICKR
-MIRFLICKR_ANNOTATIONS = {"animals": [1, 2], "dog": [2], "dog_r1": [2], "sky": [3, 4, 7],
-                         "clouds": [3, 5], "clouds_r1": [3], "people": [7, 8], "water": [4]}
-MIRFLICKR_KINDS = {1: "rgb", 2: "gray", 3: "cmyk", 4: "png", 5: "corrupt", 6: "rgb", 7: "rgb",
-                   8: "missing"}  # 6 has no annotation: unlabelled
+MIRFLICKR_ANNOTATIONS = {
+    "animals": [1, 2],
+    "dog": [2],
+    "dog_r1": [2],
+    "sky": [3, 4, 7],
+    "clouds": [3, 5],
+    "clouds_r1": [3],
+    "people": [7, 8],
+    "water": [4],
+}
+MIRFLICKR_KINDS = {
+    1: "rgb",
+    2: "gray",
+    3: "cmyk",
+    4: "png",
+    5: "corrupt",
+    6: "rgb",
+    7: "rgb",
+    8: "missing",
+}  # 6 has no annotation: unlabelled
 
 
 @pytest.fixture(scope="module")
@@ -287,8 +355,15 @@ def mirflickr_root(tmp_path_factory):
 
 @pytest.mark.parametrize("num_labels", [24, 38])
 def test_mirflickr_labels_in_documented_order(mirflickr_root, tmp_path, num_labels):
-  builder = registry.get_builder("mirflickr25k", tmp_path, data_path=mirflickr_root,
-                                 num_labels=num_labels, num_images=8, num_queries=2, **FAST)
+  builder = registry.get_builder(
+      "mirflickr25k",
+      tmp_path,
+      data_path=mirflickr_root,
+      num_labels=num_labels,
+      num_images=8,
+      num_queries=2,
+      **FAST,
+  )
   train, test = read_split(builder, "train"), read_split(builder, "test")
   check_common(num_labels, train, test)
   names = builder.info.metadata["class_names"]
@@ -296,7 +371,10 @@ def test_mirflickr_labels_in_documented_order(mirflickr_root, tmp_path, num_labe
   if num_labels == 38:
     assert names[24:] == sorted(mirflickr.RELEVANT_LABELS)
   assert builder.info.metadata["skip_counts"] == {
-      "missing_file": 1, "corrupt_image": 1, "unlabelled": 1}
+      "missing_file": 1,
+      "corrupt_image": 1,
+      "unlabelled": 1,
+  }
   usable = ["im1", "im2", "im3", "im4", "im7"]
   assert ids_of(test) == expected_queries(usable, 2, seed=0)
   for image_id, example in by_id(train + test).items():
@@ -334,8 +412,10 @@ def nus_root(tmp_path_factory):
   root = tmp_path_factory.mktemp("nuswide")
   (root / "Concepts81.txt").write_text("\n".join(NUS_CONCEPTS) + "\n")
   (root / "ImageList").mkdir()
-  listed = [f"C:\\ImageData\\Flickr\\{'actor' if i % 2 else 'zebra'}\\{i:04d}_{1000 + i}.jpg"
-            for i in range(9)]
+  listed = [
+      f"C:\\ImageData\\Flickr\\{'actor' if i % 2 else 'zebra'}\\{i:04d}_{1000 + i}.jpg"
+      for i in range(9)
+  ]
   (root / "ImageList" / "Imagelist.txt").write_text("\r\n".join(listed) + "\r\n")
   label_dir = root / "Groundtruth" / "AllLabels"
   label_dir.mkdir(parents=True)
@@ -358,11 +438,15 @@ def test_nuswide_21_most_frequent_concepts(nus_root, tmp_path):
   chosen = [k for k in range(25) if k not in NUS_EXCLUDED]
   assert builder.info.metadata["class_names"] == [NUS_CONCEPTS[k] for k in chosen]
   assert builder.info.metadata["skip_counts"] == {
-      "missing_file": 1, "corrupt_image": 1, "unlabelled": 1}
+      "missing_file": 1,
+      "corrupt_image": 1,
+      "unlabelled": 1,
+  }
   labels = nus_label_matrix()
   examples = by_id(train + test)
-  assert sorted(examples) == sorted(f"{'actor' if i % 2 else 'zebra'}/{i:04d}_{1000 + i}.jpg"
-                                    for i in (0, 1, 2, 3, 7, 8))
+  assert sorted(examples) == sorted(
+      f"{'actor' if i % 2 else 'zebra'}/{i:04d}_{1000 + i}.jpg" for i in (0, 1, 2, 3, 7, 8)
+  )
   for image_id, example in examples.items():
     i = int(image_id.split("/")[1][:4])
     np.testing.assert_array_equal(example["labels"], labels[i, chosen])
@@ -401,17 +485,24 @@ def list_root(tmp_path_factory):
     data_fixtures.write_image(root / "images" / name, kind, seed=k)
   data_fixtures.write_corrupt(root / "images" / "e.jpg")
   (root / "train.txt").write_text(
-      "# path labels\na.jpg 1 0 0\nsub/b.jpg 0 1 1\n\nc.jpg 0 0 1\ne.jpg 1 0 0\nf.jpg 0 0 0\n")
+      "# path labels\na.jpg 1 0 0\nsub/b.jpg 0 1 1\n\nc.jpg 0 0 1\ne.jpg 1 0 0\nf.jpg 0 0 0\n"
+  )
   (root / "test.txt").write_text("d.png 1 1 0\ng.jpg 0 1 0\nh.jpg 0 1 0\n")  # g.jpg is missing
   (root / "database.txt").write_text(
-      "a.jpg 1 0 0\nsub/b.jpg 0 1 1\nc.jpg 0 0 1\ne.jpg 1 0 0\nf.jpg 0 0 0\ni.jpg 1 1 1\n")
+      "a.jpg 1 0 0\nsub/b.jpg 0 1 1\nc.jpg 0 0 1\ne.jpg 1 0 0\nf.jpg 0 0 0\ni.jpg 1 1 1\n"
+  )
   return root
 
 
 def test_image_list_splits_follow_the_lists(list_root, tmp_path):
-  builder = registry.get_builder("image_list", tmp_path, data_path=list_root,
-                                 image_root=str(list_root / "images"),
-                                 database_list="database.txt", **FAST)
+  builder = registry.get_builder(
+      "image_list",
+      tmp_path,
+      data_path=list_root,
+      image_root=str(list_root / "images"),
+      database_list="database.txt",
+      **FAST,
+  )
   train, test = read_split(builder, "train"), read_split(builder, "test")
   database = read_split(builder, "database")
   check_common(3, train, test, database)
@@ -420,7 +511,10 @@ def test_image_list_splits_follow_the_lists(list_root, tmp_path):
   assert ids_of(database) == ["a.jpg", "sub/b.jpg", "c.jpg", "i.jpg"]
   # e.jpg and f.jpg are listed twice but counted once.
   assert builder.info.metadata["skip_counts"] == {
-      "missing_file": 1, "corrupt_image": 1, "unlabelled": 1}
+      "missing_file": 1,
+      "corrupt_image": 1,
+      "unlabelled": 1,
+  }
   np.testing.assert_array_equal(by_id(train)["sub/b.jpg"]["labels"], [0, 1, 1])
   np.testing.assert_array_equal(by_id(test)["d.png"]["labels"], [1, 1, 0])
   assert builder.info.metadata["class_names"] == ["class_0", "class_1", "class_2"]
@@ -429,34 +523,49 @@ def test_image_list_splits_follow_the_lists(list_root, tmp_path):
 def test_image_list_wrong_label_count_names_file_and_line(list_root, tmp_path):
   bad = tmp_path / "bad.txt"
   bad.write_text("a.jpg 1 0 0\n\nsub/b.jpg 0 1\n")
-  with pytest.raises(ValueError, match=r"bad.txt line 3: expected an image path and 3 labels, "
-                                       r"got 2"):
+  with pytest.raises(
+      ValueError, match=r"bad.txt line 3: expected an image path and 3 labels, " r"got 2"
+  ):
     image_list.read_image_list(str(bad), 3, str(list_root))
   bad.write_text("a.jpg 1 0 2\n")
   with pytest.raises(ValueError, match=r"bad.txt line 1: labels must be 0 or 1, got '2'"):
     image_list.read_image_list(str(bad), 3, str(list_root))
-  builder = registry.get_builder("image_list", tmp_path / "tfds", prepare=False,
-                                 data_path=list_root, train_list=str(bad), **FAST)
+  builder = registry.get_builder(
+      "image_list",
+      tmp_path / "tfds",
+      prepare=False,
+      data_path=list_root,
+      train_list=str(bad),
+      **FAST,
+  )
   with pytest.raises(ValueError, match="bad.txt line 1"):
     builder.download_and_prepare()
 
 
 # ---------------------------------------------------------------------------------------- MIML
 MIML_ROWS = [  # image, labels, split, kind
-    ("1.jpg", "1,0,0,0,0", "database", "rgb"), ("2.jpg", "0,1,0,0,1", "database", "gray"),
-    ("3.jpg", "0,0,1,0,0", "database", "cmyk"), ("4.jpg", "1,0,1,0,0", "query", "png"),
-    ("5.jpg", "0,0,0,1,0", "database", "corrupt"), ("6.jpg", "0,0,0,0,0", "database", "rgb"),
-    ("7.jpg", "0,0,0,1,1", "database", "rgb"), ("8.jpg", "0,1,0,0,0", "query", "rgb"),
-    ("9.jpg", "0,1,0,0,0", "query", "missing")]
+    ("1.jpg", "1,0,0,0,0", "database", "rgb"),
+    ("2.jpg", "0,1,0,0,1", "database", "gray"),
+    ("3.jpg", "0,0,1,0,0", "database", "cmyk"),
+    ("4.jpg", "1,0,1,0,0", "query", "png"),
+    ("5.jpg", "0,0,0,1,0", "database", "corrupt"),
+    ("6.jpg", "0,0,0,0,0", "database", "rgb"),
+    ("7.jpg", "0,0,0,1,1", "database", "rgb"),
+    ("8.jpg", "0,1,0,0,0", "query", "rgb"),
+    ("9.jpg", "0,1,0,0,0", "query", "missing"),
+]
 
 
 @pytest.fixture(scope="module")
 def miml_root(tmp_path_factory):
   root = tmp_path_factory.mktemp("miml")
-  (root / "labels.csv").write_text("image,desert,mountains,sea,sunset,trees\n" + "".join(
-      f"{name},{labels}\n" for name, labels, _, _ in MIML_ROWS))
-  (root / "split.csv").write_text("image,split\n" + "".join(
-      f"{name},{split}\n" for name, _, split, _ in MIML_ROWS))
+  (root / "labels.csv").write_text(
+      "image,desert,mountains,sea,sunset,trees\n"
+      + "".join(f"{name},{labels}\n" for name, labels, _, _ in MIML_ROWS)
+  )
+  (root / "split.csv").write_text(
+      "image,split\n" + "".join(f"{name},{split}\n" for name, _, split, _ in MIML_ROWS)
+  )
   for k, (name, _, _, kind) in enumerate(MIML_ROWS):
     if kind == "corrupt":
       data_fixtures.write_corrupt(root / "images" / name)
@@ -472,17 +581,23 @@ def test_miml_fixed_split(miml_root, tmp_path):
   assert ids_of(train) == ["1.jpg", "2.jpg", "3.jpg", "7.jpg"]
   assert ids_of(test) == ["4.jpg", "8.jpg"]
   assert builder.info.metadata["skip_counts"] == {
-      "missing_file": 1, "corrupt_image": 1, "unlabelled": 1}
+      "missing_file": 1,
+      "corrupt_image": 1,
+      "unlabelled": 1,
+  }
   rows = {name: [int(v) for v in labels.split(",")] for name, labels, _, _ in MIML_ROWS}
   for image_id, example in by_id(train + test).items():
     np.testing.assert_array_equal(example["labels"], rows[image_id])
 
 
 def test_miml_policies_and_malformed_csv(miml_root, tmp_path):
-  for policy, match in (("unlabelled_policy", "has no label"),
-                        ("bad_image_policy", "corrupt_image=1")):
-    builder = registry.get_builder("miml", tmp_path / policy, prepare=False, data_path=miml_root,
-                                   **{policy: "error"}, **FAST)
+  for policy, match in (
+      ("unlabelled_policy", "has no label"),
+      ("bad_image_policy", "corrupt_image=1"),
+  ):
+    builder = registry.get_builder(
+        "miml", tmp_path / policy, prepare=False, data_path=miml_root, **{policy: "error"}, **FAST
+    )
     with pytest.raises(ValueError, match=match):
       builder.download_and_prepare()
   broken = tmp_path / "broken"
@@ -491,26 +606,38 @@ def test_miml_policies_and_malformed_csv(miml_root, tmp_path):
     f.write("10.jpg,1,0\n")
   with pytest.raises(ValueError, match=r"labels.csv line 11 has 2 labels, expected 5"):
     from iah_jax.data import miml
+
     miml.read_miml_table(str(broken))
 
 
 MIML_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "miml"
 
 
-@pytest.mark.skipif(not (MIML_SHARED / "labels.csv").is_file(),
-                    reason="../shared/data/miml is not present")
+@pytest.mark.skipif(
+    not (MIML_SHARED / "labels.csv").is_file(), reason="../shared/data/miml is not present"
+)
 def test_real_miml_reads_all_2000_images_with_the_right_label_counts(tmp_path):
   # whole_image proposals and tiny stored images: this checks reading and counting, fast.
-  builder = registry.get_builder("miml", tmp_path, data_path=MIML_SHARED,
-                                 proposal_method="whole_image", num_proposals=1, image_max_side=16,
-                                 num_workers=-1, progress=False)
+  builder = registry.get_builder(
+      "miml",
+      tmp_path,
+      data_path=MIML_SHARED,
+      proposal_method="whole_image",
+      num_proposals=1,
+      image_max_side=16,
+      num_workers=-1,
+      progress=False,
+  )
   with open(MIML_SHARED / "labels.csv", newline="") as f:
     rows = list(csv.DictReader(f))
   with open(MIML_SHARED / "split.csv", newline="") as f:
     split_of = {row["image"]: row["split"] for row in csv.DictReader(f)}
   classes = ["desert", "mountains", "sea", "sunset", "trees"]
   assert builder.info.metadata["skip_counts"] == {
-      "missing_file": 0, "corrupt_image": 0, "unlabelled": 0}
+      "missing_file": 0,
+      "corrupt_image": 0,
+      "unlabelled": 0,
+  }
   for split, source in (("train", "database"), ("test", "query")):
     examples = read_split(builder, split)
     expected_rows = [r for r in rows if split_of[r["image"]] == source]
@@ -532,15 +659,25 @@ def test_random_query_split_is_deterministic_disjoint_and_complete():
   assert ids == {k: [r.image_id for r in v] for k, v in again.items()}
   assert ids["test"] != [r.image_id for r in other["test"]]
   assert len(ids["test"]) == 20 and not set(ids["test"]) & set(ids["train"])
-  assert sorted(ids["test"] + ids["train"], key=lambda s: int(s[1:])) == [r.image_id for r in records]
+  assert sorted(ids["test"] + ids["train"], key=lambda s: int(s[1:])) == [
+      r.image_id for r in records
+  ]
   with pytest.raises(ValueError, match="num_queries"):
     multilabel_builder.random_query_split(records, 100, seed=0)
 
 
 def test_registry_names_options_and_config_names(tmp_path, monkeypatch):
-  assert set(registry.DATASET_NAMES) == {"voc2007", "voc2012", "mirflickr25k", "coco2014",
-                                         "coco2017", "nuswide", "image_list", "miml",
-                                         "synthetic_scenes"}
+  assert set(registry.DATASET_NAMES) == {
+      "voc2007",
+      "voc2012",
+      "mirflickr25k",
+      "coco2014",
+      "coco2017",
+      "nuswide",
+      "image_list",
+      "miml",
+      "synthetic_scenes",
+  }
   with pytest.raises(ValueError, match="unknown dataset 'voc2010'"):
     registry.get_builder("voc2010", tmp_path)
   with pytest.raises(ValueError, match=r"unknown option\(s\) \['num_propsals'\]"):
@@ -550,14 +687,19 @@ def test_registry_names_options_and_config_names(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="unlabelled_policy"):
     registry.make_config("miml", unlabelled_policy="ignore")
   base = registry.make_config("voc2007", data_path="/d", num_proposals=10)
-  assert base.name == registry.make_config("voc2007", data_path="/d/", num_proposals=10,
-                                           num_workers=1, progress=False).name
+  assert (
+      base.name
+      == registry.make_config(
+          "voc2007", data_path="/d/", num_proposals=10, num_workers=1, progress=False
+      ).name
+  )
   assert base.name != registry.make_config("voc2007", data_path="/d", num_proposals=11).name
   assert base.name != registry.make_config("voc2007", data_path="/e", num_proposals=10).name
   builder = registry.get_builder("voc2012", tmp_path, prepare=False, data_path="/d")
   assert isinstance(builder, voc.IahVoc) and builder.builder_config.year == "2012"
   # synthetic_scenes goes to that module's load_builder, imported lazily.
   from iah_jax.data import synthetic_scenes
+
   calls = []
   monkeypatch.setattr(synthetic_scenes, "load_builder", lambda d, c: calls.append((d, c)) or "b")
   assert registry.get_builder("synthetic_scenes", tmp_path, config="default") == "b"

@@ -89,14 +89,17 @@ def test_decode_bytes_equals_read_image(tmp_path):
   np.testing.assert_array_equal(images.decode_image_bytes(path.read_bytes()), source)
 
 
-@pytest.mark.parametrize("height,width,max_side,expected", [
-    (300, 400, 200, (150, 200)),
-    (400, 300, 200, (200, 150)),
-    (100, 80, 200, (100, 80)),     # never upscale
-    (100, 80, 0, (100, 80)),       # 0 keeps
-    (100, 80, None, (100, 80)),
-    (1000, 3, 100, (100, 1)),      # sides stay >= 1 (0.3 rounds to 0)
-])
+@pytest.mark.parametrize(
+    "height,width,max_side,expected",
+    [
+        (300, 400, 200, (150, 200)),
+        (400, 300, 200, (200, 150)),
+        (100, 80, 200, (100, 80)),  # never upscale
+        (100, 80, 0, (100, 80)),  # 0 keeps
+        (100, 80, None, (100, 80)),
+        (1000, 3, 100, (100, 1)),  # sides stay >= 1 (0.3 rounds to 0)
+    ],
+)
 def test_resized_shape(height, width, max_side, expected):
   assert images.resized_shape(height, width, max_side) == expected
 
@@ -128,7 +131,8 @@ def test_resizing_keeps_pixel_and_fraction_boxes_on_the_same_content():
 def test_resize_without_boxes_and_no_op_resize():
   image = data_fixtures.scene(30, 40, seed=1)
   assert images.resize_to_max_side(image, 0) is image or np.array_equal(
-      images.resize_to_max_side(image, 0), image)
+      images.resize_to_max_side(image, 0), image
+  )
   np.testing.assert_array_equal(images.resize_to_max_side(image, 40), image)
   with pytest.raises(ValueError, match="uint8"):
     images.resize_to_max_side(image.astype(np.float32), 10)

@@ -43,6 +43,7 @@ STARTED = "DISTRIBUTED_STARTED"
 
 def tiny_config(data_dir: str = "unused"):
   from iah_jax import config as config_lib
+
   config = config_lib.base_config()
   config.dataset.data_dir = data_dir
   config.dataset.config = "tiny"
@@ -61,12 +62,20 @@ def global_batch(step: int, num_classes: int) -> dict:
   """The same global batch in every process: float32 images, proposals, multi-hot labels."""
   rng = np.random.default_rng(100 + step)
   corners = rng.uniform(size=(GLOBAL_BATCH, NUM_PROPOSALS, 4))
-  boxes = np.concatenate([np.minimum(corners[..., :2], corners[..., 2:]),
-                          np.maximum(corners[..., :2], corners[..., 2:])], -1)
+  boxes = np.concatenate(
+      [
+          np.minimum(corners[..., :2], corners[..., 2:]),
+          np.maximum(corners[..., :2], corners[..., 2:]),
+      ],
+      -1,
+  )
   labels = (rng.uniform(size=(GLOBAL_BATCH, num_classes)) < 0.3).astype(np.float32)
   labels[np.arange(GLOBAL_BATCH), rng.integers(0, num_classes, GLOBAL_BATCH)] = 1.0
-  return {"image": rng.uniform(size=(GLOBAL_BATCH, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32),
-          "proposals": boxes.astype(np.float32), "labels": labels}
+  return {
+      "image": rng.uniform(size=(GLOBAL_BATCH, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32),
+      "proposals": boxes.astype(np.float32),
+      "labels": labels,
+  }
 
 
 def train_two_steps(num_classes: int, rows: slice):
@@ -74,14 +83,17 @@ def train_two_steps(num_classes: int, rows: slice):
   global batch. Returns (state, model, mesh, losses)."""
   import jax
   from iah_jax import train
+
   config = tiny_config()
   mesh = train.make_mesh()
-  model = train.build_model(config, num_classes, config.semantic_bits[0],
-                            config.bits_per_category[0])
+  model = train.build_model(
+      config, num_classes, config.semantic_bits[0], config.bits_per_category[0]
+  )
   schedule = train.learning_rate_schedule(config, steps_per_epoch=10)
   tx = train.make_optimizer(config, schedule)
-  state = train.create_train_state(model, tx, jax.random.PRNGKey(0), mesh, IMAGE_SIZE,
-                                   NUM_PROPOSALS)
+  state = train.create_train_state(
+      model, tx, jax.random.PRNGKey(0), mesh, IMAGE_SIZE, NUM_PROPOSALS
+  )
   step = train.make_train_step(model, tx, schedule, config, mesh)
   losses = []
   for index in range(NUM_STEPS):
@@ -97,6 +109,7 @@ def train_two_steps(num_classes: int, rows: slice):
 def flat_params(state) -> dict:
   import flax
   import jax
+
   params = flax.traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
   return {name: np.asarray(value) for name, value in params.items()}
 
@@ -104,6 +117,7 @@ def flat_params(state) -> dict:
 def encode_test_split(state, model, mesh, builder) -> dict:
   """train.encode_split of the tiny test split: codes, label_probs, labels, index."""
   from iah_jax import train
+
   config = tiny_config()
   config.eval.batch_size = 12  # 32 test images: the last batch is padded
   encode_step = train.make_encode_step(model, mesh, config)
@@ -115,9 +129,13 @@ def encode_test_split(state, model, mesh, builder) -> dict:
 
 def worker(args) -> None:
   import jax
-  jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
-                             num_processes=NUM_PROCESSES, process_id=args.process_id,
-                             initialization_timeout=60)
+
+  jax.distributed.initialize(
+      coordinator_address=f"127.0.0.1:{args.port}",
+      num_processes=NUM_PROCESSES,
+      process_id=args.process_id,
+      initialization_timeout=60,
+  )
   print(STARTED, flush=True)
   assert jax.process_count() == NUM_PROCESSES, jax.process_count()
   assert jax.local_device_count() == DEVICES_PER_PROCESS, jax.local_devices()
@@ -126,6 +144,7 @@ def worker(args) -> None:
   from iah_jax.data import features
   from iah_jax.data import pipeline
   from iah_jax.data import synthetic_scenes
+
   builder = synthetic_scenes.load_builder(args.data_dir, "tiny")
   num_classes = builder.info.features[features.LABELS].shape[0]
 
@@ -133,8 +152,14 @@ def worker(args) -> None:
   rows = slice(args.process_id * local, (args.process_id + 1) * local)
   state, model, mesh, losses = train_two_steps(num_classes, rows)
 
-  batches = pipeline.train_batches(builder, split="train", global_batch_size=GLOBAL_BATCH,
-                                   image_size=IMAGE_SIZE, seed=0, shuffle_buffer=64)
+  batches = pipeline.train_batches(
+      builder,
+      split="train",
+      global_batch_size=GLOBAL_BATCH,
+      image_size=IMAGE_SIZE,
+      seed=0,
+      shuffle_buffer=64,
+  )
   indices = np.stack([next(batches)[features.INDEX] for _ in range(PIPELINE_BATCHES)])
   results = {"losses": np.asarray(losses), "pipeline_indices": indices}
   results.update({"param/" + name: value for name, value in flat_params(state).items()})
@@ -167,17 +192,37 @@ def _free_port() -> int:
 
 def run_workers(tmp_path, data_dir: str) -> list[dict]:
   """Starts the 2 workers, waits (with a timeout) and returns their saved results."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}")
+  env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      PYTHONPATH=REPO,
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+  )
   env.pop("JAX_NUM_CPU_DEVICES", None)
   port = _free_port()
   outputs = [tmp_path / f"worker{i}.npz" for i in range(NUM_PROCESSES)]
   logs = [open(tmp_path / f"worker{i}.log", "w+") for i in range(NUM_PROCESSES)]
-  processes = [subprocess.Popen(
-      [sys.executable, os.path.abspath(__file__), "--process_id", str(i), "--port", str(port),
-       "--data_dir", data_dir, "--out", str(outputs[i])],
-      stdout=logs[i], stderr=subprocess.STDOUT, env=env, cwd=REPO)
-      for i in range(NUM_PROCESSES)]
+  processes = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              os.path.abspath(__file__),
+              "--process_id",
+              str(i),
+              "--port",
+              str(port),
+              "--data_dir",
+              data_dir,
+              "--out",
+              str(outputs[i]),
+          ],
+          stdout=logs[i],
+          stderr=subprocess.STDOUT,
+          env=env,
+          cwd=REPO,
+      )
+      for i in range(NUM_PROCESSES)
+  ]
   try:
     for process in processes:
       process.wait(timeout=WORKER_TIMEOUT)
@@ -194,8 +239,10 @@ def run_workers(tmp_path, data_dir: str) -> list[dict]:
     texts.append(log.read())
     log.close()
   if not all(STARTED in text for text in texts):
-    pytest.skip("jax.distributed could not start 2 CPU processes on localhost here:\n"
-                + "\n".join(text[-1500:] for text in texts))
+    pytest.skip(
+        "jax.distributed could not start 2 CPU processes on localhost here:\n"
+        + "\n".join(text[-1500:] for text in texts)
+    )
   for i, (process, text) in enumerate(zip(processes, texts)):
     assert process.returncode == 0, f"worker {i} (exit {process.returncode}):\n{text[-4000:]}"
   return [dict(np.load(path)) for path in outputs]
@@ -206,13 +253,20 @@ def runs(tmp_path_factory, tiny_data_dir):
   """(worker results, single-process reference) for the tiny dataset."""
   from iah_jax.data import features
   from iah_jax.data import synthetic_scenes
+
   results = run_workers(tmp_path_factory.mktemp("workers"), tiny_data_dir)
   builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
   num_classes = builder.info.features[features.LABELS].shape[0]
   # Single process, one device, the full global batches.
   state, model, mesh, losses = train_two_steps(num_classes, slice(None))
-  reference = {"losses": losses, "params": flat_params(state), "state": state, "model": model,
-               "mesh": mesh, "builder": builder}
+  reference = {
+      "losses": losses,
+      "params": flat_params(state),
+      "state": state,
+      "model": model,
+      "mesh": mesh,
+      "builder": builder,
+  }
   return results, reference
 
 
@@ -220,18 +274,21 @@ def test_two_processes_train_like_one(runs):
   results, reference = runs
   for process_id, result in enumerate(results):
     np.testing.assert_allclose(result["losses"], reference["losses"], rtol=1e-5)
-    params = {name[len("param/"):]: value for name, value in result.items()
-              if name.startswith("param/")}
+    params = {
+        name[len("param/") :]: value for name, value in result.items() if name.startswith("param/")
+    }
     assert sorted(params) == sorted(reference["params"])
     for name, value in reference["params"].items():
-      np.testing.assert_allclose(params[name], value, rtol=1e-5, atol=1e-6,
-                                 err_msg=f"process {process_id}: {name}")
+      np.testing.assert_allclose(
+          params[name], value, rtol=1e-5, atol=1e-6, err_msg=f"process {process_id}: {name}"
+      )
   # The two steps moved the parameters (the comparison is not between two initial states).
   assert reference["losses"][1] != reference["losses"][0]
 
 
 def test_each_process_reads_its_own_half_of_the_split(runs):
   from iah_jax.data import pipeline
+
   results, reference = runs
   half = pipeline.num_examples(reference["builder"], "train") // NUM_PROCESSES
   for process_id, result in enumerate(results):
@@ -246,16 +303,24 @@ def test_two_processes_encode_like_one(runs):
   """Evaluation after multi-host training: every process gets the codes of the whole split,
   equal to the single-process ones."""
   results, reference = runs
-  expected = encode_test_split(reference["state"], reference["model"], reference["mesh"],
-                               reference["builder"])
+  expected = encode_test_split(
+      reference["state"], reference["model"], reference["mesh"], reference["builder"]
+  )
   assert len(expected["index"]) == 32
   for process_id, result in enumerate(results):
     if "encode_error" in result:
-      pytest.fail(f"process {process_id}: train.encode_split failed with 2 processes: "
-                  f"{result['encode_error']}")
+      pytest.fail(
+          f"process {process_id}: train.encode_split failed with 2 processes: "
+          f"{result['encode_error']}"
+      )
     for name, value in expected.items():
-      np.testing.assert_allclose(result["encoded/" + name], value, rtol=1e-5, atol=1e-6,
-                                 err_msg=f"process {process_id}: {name}")
+      np.testing.assert_allclose(
+          result["encoded/" + name],
+          value,
+          rtol=1e-5,
+          atol=1e-6,
+          err_msg=f"process {process_id}: {name}",
+      )
 
 
 if __name__ == "__main__":

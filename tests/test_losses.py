@@ -19,10 +19,10 @@ from jax.test_util import check_grads
 
 from iah_jax.losses import category_triplet_loss, label_probability_loss, weighted_triplet_loss
 
-
 # ------------------------------------------------------------------------------------------------
 # Naive references (float64, loops).
 # ------------------------------------------------------------------------------------------------
+
 
 def reference_label_probability_loss(label_logits, labels):
   """Mean over the batch of -(1/|c+|) sum_{j in c+} log softmax(m)_j (eqs. 2-3)."""
@@ -68,7 +68,7 @@ def weighted_triples(labels):
       for k in range(batch):
         sim_positive, sim_negative = shared_labels(labels, i, j), shared_labels(labels, i, k)
         if sim_positive > sim_negative:
-          yield i, j, k, 2.0 ** sim_positive - 2.0 ** sim_negative
+          yield i, j, k, 2.0**sim_positive - 2.0**sim_negative
 
 
 def category_triples(labels):
@@ -88,8 +88,11 @@ def reference_weighted_triplet(semantic, labels, margin):
   total, count = 0.0, 0
   gradient = np.zeros_like(semantic)
   for i, j, k, weight in weighted_triples(labels):
-    argument = margin - squared_distance(semantic[i], semantic[k]) + squared_distance(
-        semantic[i], semantic[j])
+    argument = (
+        margin
+        - squared_distance(semantic[i], semantic[k])
+        + squared_distance(semantic[i], semantic[j])
+    )
     count += 1
     if argument > 0:
       total += weight * argument
@@ -107,10 +110,12 @@ def reference_category_triplet(features, labels, margin):
   total, count = 0.0, 0
   gradient = np.zeros_like(features)
   for category, i, p, n in category_triples(labels):
-    anchor, positive, negative = (features[i, category], features[p, category],
-                                  features[n, category])
-    argument = (margin - squared_distance(anchor, negative)
-                + squared_distance(anchor, positive))
+    anchor, positive, negative = (
+        features[i, category],
+        features[p, category],
+        features[n, category],
+    )
+    argument = margin - squared_distance(anchor, negative) + squared_distance(anchor, positive)
     count += 1
     if argument > 0:
       total += argument
@@ -124,15 +129,22 @@ def reference_category_triplet(features, labels, margin):
 
 def weighted_hinge_arguments(semantic, labels, margin):
   semantic = np.asarray(semantic, np.float64)
-  return [margin - squared_distance(semantic[i], semantic[k])
-          + squared_distance(semantic[i], semantic[j]) for i, j, k, _ in weighted_triples(labels)]
+  return [
+      margin
+      - squared_distance(semantic[i], semantic[k])
+      + squared_distance(semantic[i], semantic[j])
+      for i, j, k, _ in weighted_triples(labels)
+  ]
 
 
 def category_hinge_arguments(features, labels, margin):
   features = np.asarray(features, np.float64)
-  return [margin - squared_distance(features[i, c], features[n, c])
-          + squared_distance(features[i, c], features[p, c])
-          for c, i, p, n in category_triples(labels)]
+  return [
+      margin
+      - squared_distance(features[i, c], features[n, c])
+      + squared_distance(features[i, c], features[p, c])
+      for c, i, p, n in category_triples(labels)
+  ]
 
 
 # Every call goes through jit: on this JAX version eager op-by-op dispatch costs seconds per test,
@@ -149,8 +161,10 @@ category_loss_and_grad = jax.jit(jax.value_and_grad(category_triplet_loss))
 # Fixtures.
 # ------------------------------------------------------------------------------------------------
 
-def random_labels(rng: np.random.Generator, batch: int, num_categories: int,
-                  every_image_labelled: bool = True) -> np.ndarray:
+
+def random_labels(
+    rng: np.random.Generator, batch: int, num_categories: int, every_image_labelled: bool = True
+) -> np.ndarray:
   """Multi-hot uint8 [B, c] (the dataset schema's dtype)."""
   labels = (rng.uniform(size=(batch, num_categories)) < 0.4).astype(np.uint8)
   if every_image_labelled:
@@ -168,6 +182,7 @@ def away_from_kinks(arguments, gap: float = 0.05) -> bool:
 # Label-probability loss (eqs. 3-4).
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("batch,num_categories", [(1, 2), (4, 5), (7, 20)])
 def test_label_probability_loss_matches_loops_and_eq4_gradient(batch, num_categories):
   rng = np.random.default_rng(batch * 31 + num_categories)
@@ -175,8 +190,9 @@ def test_label_probability_loss_matches_loops_and_eq4_gradient(batch, num_catego
   labels = random_labels(rng, batch, num_categories)
   loss, gradient = label_loss_and_grad(jnp.asarray(logits), jnp.asarray(labels))
   np.testing.assert_allclose(loss, reference_label_probability_loss(logits, labels), rtol=1e-5)
-  np.testing.assert_allclose(gradient, reference_label_probability_gradient(logits, labels),
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+      gradient, reference_label_probability_gradient(logits, labels), rtol=1e-4, atol=1e-6
+  )
 
 
 def test_label_probability_loss_by_hand():
@@ -186,9 +202,11 @@ def test_label_probability_loss_by_hand():
   np.testing.assert_allclose(loss, math.log(4.0), rtol=1e-6)
   # Shifting all logits of an image leaves the softmax, hence the loss, unchanged.
   logits = np.asarray([[1.0, -2.0, 0.5, 3.0], [0.0, 0.1, -0.3, 2.0]], np.float32)
-  np.testing.assert_allclose(label_loss(jnp.asarray(logits), labels),
-                             label_loss(jnp.asarray(logits + 7.0), labels),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      label_loss(jnp.asarray(logits), labels),
+      label_loss(jnp.asarray(logits + 7.0), labels),
+      rtol=1e-5,
+  )
 
 
 def test_label_probability_loss_unlabelled_image_contributes_zero():
@@ -205,9 +223,11 @@ def test_label_probability_loss_unlabelled_image_contributes_zero():
 # Weighted triplet loss (eq. 9).
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("batch,num_categories,bits,margin",
-                         [(2, 2, 1, 1.0), (5, 3, 4, 1.0), (6, 4, 3, 0.5), (8, 5, 6, 2.0),
-                          (7, 2, 2, 1.0)])
+
+@pytest.mark.parametrize(
+    "batch,num_categories,bits,margin",
+    [(2, 2, 1, 1.0), (5, 3, 4, 1.0), (6, 4, 3, 0.5), (8, 5, 6, 2.0), (7, 2, 2, 1.0)],
+)
 def test_weighted_triplet_loss_matches_algorithm_1(batch, num_categories, bits, margin):
   rng = np.random.default_rng(batch * 1000 + num_categories * 10 + bits)
   semantic = np.tanh(rng.normal(size=(batch, bits))).astype(np.float32)
@@ -235,14 +255,16 @@ def test_weighted_triplet_loss_counts_j_equal_i_by_hand():
   # Three images, weights 2^2 - 2^1 etc.: image 2 shares both labels of image 0.
   labels = np.asarray([[1, 1, 0], [1, 0, 0], [1, 1, 1]], np.uint8)
   semantic = np.asarray([[0.1, 0.2], [0.3, -0.4], [-0.2, 0.5]], np.float32)
-  np.testing.assert_allclose(weighted_loss(jnp.asarray(semantic), labels, 1.0),
-                             reference_weighted_triplet(semantic, labels, 1.0)[0], rtol=1e-5)
+  np.testing.assert_allclose(
+      weighted_loss(jnp.asarray(semantic), labels, 1.0),
+      reference_weighted_triplet(semantic, labels, 1.0)[0],
+      rtol=1e-5,
+  )
   triples = list(weighted_triples(labels))
   assert (0, 0, 1, 2.0) in triples and (2, 2, 1, 6.0) in triples and len(triples) == 5
 
 
-@pytest.mark.parametrize("batch,num_categories,bits,margin",
-                         [(5, 3, 3, 1.0), (6, 4, 2, 0.5)])
+@pytest.mark.parametrize("batch,num_categories,bits,margin", [(5, 3, 3, 1.0), (6, 4, 2, 0.5)])
 def test_weighted_triplet_loss_check_grads_away_from_kinks(batch, num_categories, bits, margin):
   rng = np.random.default_rng(batch * 7 + bits)
   for _ in range(200):
@@ -254,15 +276,24 @@ def test_weighted_triplet_loss_check_grads_away_from_kinks(batch, num_categories
   else:
     pytest.fail("no fixture away from the hinge kinks")
   with jax.enable_x64(True):
-    check_grads(jax.jit(lambda s: weighted_triplet_loss(s, jnp.asarray(labels), margin)),
-                (jnp.asarray(semantic, jnp.float64),), order=1, modes=("rev",), eps=1e-4)
+    check_grads(
+        jax.jit(lambda s: weighted_triplet_loss(s, jnp.asarray(labels), margin)),
+        (jnp.asarray(semantic, jnp.float64),),
+        order=1,
+        modes=("rev",),
+        eps=1e-4,
+    )
 
 
-@pytest.mark.parametrize("labels", [
-    np.asarray([[1, 0, 1]] * 4, np.uint8),       # identical label sets
-    np.asarray([[0, 0, 0]] * 3, np.uint8),       # nobody labelled
-    np.asarray([[1, 1, 0]], np.uint8),           # a single image
-], ids=["identical", "unlabelled", "single"])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.asarray([[1, 0, 1]] * 4, np.uint8),  # identical label sets
+        np.asarray([[0, 0, 0]] * 3, np.uint8),  # nobody labelled
+        np.asarray([[1, 1, 0]], np.uint8),  # a single image
+    ],
+    ids=["identical", "unlabelled", "single"],
+)
 def test_weighted_triplet_loss_without_valid_triple_is_zero_with_zero_gradient(labels):
   semantic = jnp.asarray(np.random.default_rng(3).normal(size=(len(labels), 4)), jnp.float32)
   assert not list(weighted_triples(labels))
@@ -276,8 +307,11 @@ def test_weighted_triplet_loss_without_valid_triple_is_zero_with_zero_gradient(l
 # Category-aware triplet loss (eq. 7).
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("batch,num_categories,bits,margin",
-                         [(2, 2, 1, 1.0), (4, 3, 2, 1.0), (6, 4, 3, 0.5), (7, 5, 2, 2.0)])
+
+@pytest.mark.parametrize(
+    "batch,num_categories,bits,margin",
+    [(2, 2, 1, 1.0), (4, 3, 2, 1.0), (6, 4, 3, 0.5), (7, 5, 2, 2.0)],
+)
 def test_category_triplet_loss_matches_brute_force(batch, num_categories, bits, margin):
   rng = np.random.default_rng(batch * 100 + num_categories * 10 + bits + 1)
   features = (0.7 * rng.normal(size=(batch, num_categories, bits))).astype(np.float32)
@@ -297,11 +331,12 @@ def test_category_triplet_loss_matches_brute_force(batch, num_categories, bits, 
 def test_category_triplet_loss_by_hand():
   # c = 2, image 0 has {0}, image 1 has {1}: category 0 -> triple (0, 0, 1), category 1 -> (1, 1, 0).
   features = np.zeros((2, 2, 1), np.float32)
-  features[0, 0, 0], features[1, 0, 0] = 0.5, 0.0   # category 0: ||f0 - f1||^2 = 0.25
-  features[0, 1, 0], features[1, 1, 0] = 0.0, 2.0   # category 1: 4.0, hinge inactive
+  features[0, 0, 0], features[1, 0, 0] = 0.5, 0.0  # category 0: ||f0 - f1||^2 = 0.25
+  features[0, 1, 0], features[1, 1, 0] = 0.0, 2.0  # category 1: 4.0, hinge inactive
   labels = np.asarray([[1, 0], [0, 1]], np.uint8)
-  np.testing.assert_allclose(category_loss(jnp.asarray(features), labels, 1.0),
-                             (0.75 + 0.0) / 2, rtol=1e-6)
+  np.testing.assert_allclose(
+      category_loss(jnp.asarray(features), labels, 1.0), (0.75 + 0.0) / 2, rtol=1e-6
+  )
 
 
 def test_category_triplet_loss_weighs_each_valid_triple_once():
@@ -311,11 +346,9 @@ def test_category_triplet_loss_weighs_each_valid_triple_once():
   # inactive and the mean becomes 4 / 6 of the margin (not 1/2, a mean of per-category means).
   labels = np.asarray([[1, 0], [1, 0], [0, 1]], np.uint8)
   features = np.zeros((3, 2, 2), np.float32)
-  np.testing.assert_allclose(category_loss(jnp.asarray(features), labels, 1.0), 1.0,
-                             rtol=1e-6)
+  np.testing.assert_allclose(category_loss(jnp.asarray(features), labels, 1.0), 1.0, rtol=1e-6)
   features[2, 1] = [3.0, 0.0]
-  np.testing.assert_allclose(category_loss(jnp.asarray(features), labels, 1.0), 4 / 6,
-                             rtol=1e-6)
+  np.testing.assert_allclose(category_loss(jnp.asarray(features), labels, 1.0), 4 / 6, rtol=1e-6)
   assert len(list(category_triples(labels))) == 6
 
 
@@ -331,18 +364,28 @@ def test_category_triplet_loss_check_grads_away_from_kinks(batch, num_categories
   else:
     pytest.fail("no fixture away from the hinge kinks")
   with jax.enable_x64(True):
-    check_grads(jax.jit(lambda f: category_triplet_loss(f, jnp.asarray(labels), margin)),
-                (jnp.asarray(features, jnp.float64),), order=1, modes=("rev",), eps=1e-4)
+    check_grads(
+        jax.jit(lambda f: category_triplet_loss(f, jnp.asarray(labels), margin)),
+        (jnp.asarray(features, jnp.float64),),
+        order=1,
+        modes=("rev",),
+        eps=1e-4,
+    )
 
 
-@pytest.mark.parametrize("labels", [
-    np.asarray([[1, 0, 1]] * 4, np.uint8),       # identical: each category in all or none
-    np.asarray([[1, 0], [1, 0], [1, 0]], np.uint8),  # category 0 in every image, 1 in none
-    np.asarray([[0, 0], [0, 0]], np.uint8),      # nobody labelled
-], ids=["identical", "category-in-all-images", "unlabelled"])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.asarray([[1, 0, 1]] * 4, np.uint8),  # identical: each category in all or none
+        np.asarray([[1, 0], [1, 0], [1, 0]], np.uint8),  # category 0 in every image, 1 in none
+        np.asarray([[0, 0], [0, 0]], np.uint8),  # nobody labelled
+    ],
+    ids=["identical", "category-in-all-images", "unlabelled"],
+)
 def test_category_triplet_loss_without_valid_triple_is_zero_with_zero_gradient(labels):
-  features = jnp.asarray(np.random.default_rng(4).normal(size=(len(labels), labels.shape[1], 3)),
-                         jnp.float32)
+  features = jnp.asarray(
+      np.random.default_rng(4).normal(size=(len(labels), labels.shape[1], 3)), jnp.float32
+  )
   assert not list(category_triples(labels))
   loss, gradient = category_loss_and_grad(features, jnp.asarray(labels), 1.0)
   assert float(loss) == 0.0
@@ -359,5 +402,4 @@ def test_category_in_every_image_adds_no_triple():
   full = category_loss(jnp.asarray(features), labels, 1.0)
   without = category_loss(jnp.asarray(features[:, 1:]), labels[:, 1:], 1.0)
   np.testing.assert_allclose(full, without, rtol=1e-6)
-  np.testing.assert_allclose(full, reference_category_triplet(features, labels, 1.0)[0],
-                             rtol=1e-5)
+  np.testing.assert_allclose(full, reference_category_triplet(features, labels, 1.0)[0], rtol=1e-5)

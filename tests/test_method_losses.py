@@ -41,8 +41,8 @@ def reference_dsrh(signed, labels, margin):
       for j in range(n):
         r_i, r_j = labels[a] @ labels[i], labels[a] @ labels[j]
         if r_i > r_j:
-          z = (2.0 ** r_i - 1) / math.log(2) + (2.0 ** r_j - 1) / math.log(3)
-          weight = (2.0 ** r_i - 2.0 ** r_j) / z
+          z = (2.0**r_i - 1) / math.log(2) + (2.0**r_j - 1) / math.log(3)
+          weight = (2.0**r_i - 2.0**r_j) / z
           hinge = max(0.0, 0.5 * (signed[a] @ signed[j] - signed[a] @ signed[i]) + margin)
           total += weight * hinge
           count += 1
@@ -69,8 +69,9 @@ def test_dsrh_gain_weights_match_ndcg_formula():
   # query 0, item 0 (r = 3) above item 2 (r = 0): (8 - 1) / (7 / ln 2 + 0)
   np.testing.assert_allclose(weights[0, 0, 2], 7.0 / (7.0 / math.log(2)), rtol=1e-6)
   # query 0, item 0 (r = 3) above item 1 (r = 1): (8 - 2) / (7 / ln 2 + 1 / ln 3)
-  np.testing.assert_allclose(weights[0, 0, 1], 6.0 / (7.0 / math.log(2) + 1.0 / math.log(3)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      weights[0, 0, 1], 6.0 / (7.0 / math.log(2) + 1.0 / math.log(3)), rtol=1e-6
+  )
 
 
 def test_dsrh_loss_grows_with_the_margin_by_the_mean_gain_weight():
@@ -87,10 +88,11 @@ def test_dsrh_loss_grows_with_the_margin_by_the_mean_gain_weight():
 
 def test_bit_balance_penalty_matches_loops_and_is_zero_when_balanced():
   signed, _, _ = random_problem(seed=4)
-  expected = sum((sum(signed[n, k] for n in range(len(signed))) / len(signed)) ** 2
-                 for k in range(signed.shape[1]))
-  np.testing.assert_allclose(float(method_losses.bit_balance_penalty(signed)), expected,
-                             rtol=1e-5)
+  expected = sum(
+      (sum(signed[n, k] for n in range(len(signed))) / len(signed)) ** 2
+      for k in range(signed.shape[1])
+  )
+  np.testing.assert_allclose(float(method_losses.bit_balance_penalty(signed)), expected, rtol=1e-5)
   balanced = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.2], [-0.5, -0.2]], np.float32)
   assert float(method_losses.bit_balance_penalty(balanced)) == 0.0
 
@@ -109,8 +111,14 @@ def test_qadwh_loss_matches_loops_with_class_wise_weighting(margin):
   features, labels, rng = random_problem(seed=6)
   bits = (features + 1) / 2  # sigmoid-like range
   weights = rng.normal(1.0, 0.5, size=(labels.shape[1], bits.shape[1])).astype(np.float32)
-  weighted = np.stack([bits[n] * sum(weights[j] for j in range(labels.shape[1]) if labels[n, j])
-                       / labels[n].sum() for n in range(len(bits))])
+  weighted = np.stack(
+      [
+          bits[n]
+          * sum(weights[j] for j in range(labels.shape[1]) if labels[n, j])
+          / labels[n].sum()
+          for n in range(len(bits))
+      ]
+  )
   got = method_losses.qadwh_weighted_triplet_loss(bits, labels, weights, margin)
   np.testing.assert_allclose(float(got), reference_triplet(weighted, labels, margin), rtol=1e-5)
   # The weighting matters: all-ones W gives the plain loss, this W does not.
@@ -123,10 +131,11 @@ def test_qadwh_loss_matches_loops_with_class_wise_weighting(margin):
 def test_no_valid_triple_gives_zero_loss_and_zero_gradient():
   features, _, _ = random_problem(seed=7)
   labels = np.ones((len(features), 3), np.float32)  # every pair shares the same labels
-  for loss in (lambda f: method_losses.triplet_ranking_loss(f, labels, 1.0),
-               lambda f: method_losses.dsrh_ranking_loss(f, labels, 5.0),
-               lambda f: method_losses.qadwh_weighted_triplet_loss(f, labels,
-                                                                   np.ones((3, 5)), 1.0)):
+  for loss in (
+      lambda f: method_losses.triplet_ranking_loss(f, labels, 1.0),
+      lambda f: method_losses.dsrh_ranking_loss(f, labels, 5.0),
+      lambda f: method_losses.qadwh_weighted_triplet_loss(f, labels, np.ones((3, 5)), 1.0),
+  ):
     value, grad = jax.value_and_grad(loss)(jnp.asarray(features))
     assert float(value) == 0.0
     assert np.all(np.asarray(grad) == 0.0)

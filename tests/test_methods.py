@@ -37,7 +37,7 @@ def test_divide_and_encode_shapes_and_bit_k_depends_only_on_slice_k():
   jacobian = np.asarray(jax.jacobian(lambda x: layer.apply(variables, x))(features[0]))  # [4, 12]
   for bit in range(4):
     inside = np.zeros(12, bool)
-    inside[3 * bit:3 * bit + 3] = True
+    inside[3 * bit : 3 * bit + 3] = True
     assert np.all(jacobian[bit, ~inside] == 0.0), (bit, jacobian[bit])
     assert np.all(jacobian[bit, inside] != 0.0), (bit, jacobian[bit])
   with pytest.raises(ValueError, match="do not split into 5 equal slices"):
@@ -46,8 +46,9 @@ def test_divide_and_encode_shapes_and_bit_k_depends_only_on_slice_k():
 
 @pytest.mark.parametrize("slice_units,channels_to_fc", [(0, None), (3, 8 * 3)])
 def test_one_stage_slices_pooled_features_or_an_fc(slice_units, channels_to_fc):
-  model = one_stage.OneStageHashing(backbone=SmallCNN(widths=(8, 16)), semantic_bits=8,
-                                    slice_units=slice_units)
+  model = one_stage.OneStageHashing(
+      backbone=SmallCNN(widths=(8, 16)), semantic_bits=8, slice_units=slice_units
+  )
   images = jnp.zeros((2, 16, 16, 3))
   params = model.init(jax.random.PRNGKey(0), images, None)["params"]
   if channels_to_fc is None:  # 16 pooled channels split into 8 slices of 2
@@ -65,10 +66,10 @@ def stepped(request):
   model, state, step, mesh = build(config, num_classes=NUM_CLASSES)
   before = jax.device_get(state.params)
   batch = random_batch(num_classes=NUM_CLASSES)
-  outputs = model.apply({"params": before}, jnp.asarray(batch["image"]),
-                        jnp.asarray(batch["proposals"]), train=True)
-  expected = methods.get_method(config.method).compute_losses(outputs, batch["labels"],
-                                                              config.loss)
+  outputs = model.apply(
+      {"params": before}, jnp.asarray(batch["image"]), jnp.asarray(batch["proposals"]), train=True
+  )
+  expected = methods.get_method(config.method).compute_losses(outputs, batch["labels"], config.loss)
   state, terms = step(state, train.to_global(batch, mesh), jax.random.PRNGKey(0))
   return config, model, before, state, terms, expected, batch, step, mesh
 
@@ -84,8 +85,11 @@ def test_one_train_step_gives_the_method_loss_and_changes_every_parameter(steppe
 
 def test_encode_gives_binary_codes_of_the_right_shapes(stepped):
   config, model, _, state, _, _, batch, *_ = stepped
-  encoded = jax.device_get(train.make_encode_step(model, train.make_mesh(), config)(
-      state, jnp.asarray(batch["image"]), jnp.asarray(batch["proposals"])))
+  encoded = jax.device_get(
+      train.make_encode_step(model, train.make_mesh(), config)(
+          state, jnp.asarray(batch["image"]), jnp.asarray(batch["proposals"])
+      )
+  )
   q, b = config.semantic_bits[0], config.bits_per_category[0]
   codes = encoded["semantic_codes"]
   assert codes.dtype == np.uint8 and set(np.unique(codes)) <= {0, 1}
@@ -105,8 +109,9 @@ def test_encode_gives_binary_codes_of_the_right_shapes(stepped):
 def test_steps_on_one_batch_lower_the_method_loss(stepped):
   _, _, _, state, terms, _, batch, step, mesh = stepped
   # A copy: the step donates its input state, which the other tests still read.
-  state = jax.device_put(jax.device_get(state),
-                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  state = jax.device_put(
+      jax.device_get(state), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  )
   batch = train.to_global(batch, mesh)
   history = [float(terms["loss"])]
   for index in range(15):
@@ -120,7 +125,8 @@ def test_steps_on_one_batch_lower_the_method_loss(stepped):
 
 def test_qadwh_class_bit_weights_start_near_one():
   model = methods.get_method("qadwh").build_model(
-      method_config("qadwh"), 20, 32, 4, SmallCNN(widths=(8, 16)))
+      method_config("qadwh"), 20, 32, 4, SmallCNN(widths=(8, 16))
+  )
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)), None)["params"]
   weights = np.asarray(params["class_bit_weights"])
   assert weights.shape == (20, 32)
@@ -129,8 +135,13 @@ def test_qadwh_class_bit_weights_start_near_one():
 
 def _losses_for(config, batch):
   method = methods.get_method(config.method)
-  model = method.build_model(config, NUM_CLASSES, config.semantic_bits[0],
-                             config.bits_per_category[0], SmallCNN(widths=(8, 16)))
+  model = method.build_model(
+      config,
+      NUM_CLASSES,
+      config.semantic_bits[0],
+      config.bits_per_category[0],
+      SmallCNN(widths=(8, 16)),
+  )
   images = jnp.asarray(batch["image"])
   variables = model.init(jax.random.PRNGKey(0), images, None)
   outputs = model.apply(variables, images, None, train=True)
@@ -143,12 +154,22 @@ def test_method_options_reach_the_losses():
 
   config = method_config("one_stage")
   outputs, terms = _losses_for(config, batch)
-  np.testing.assert_allclose(terms["loss"], losses.weighted_triplet_loss(
-      outputs["semantic_features"], labels, config.loss.semantic_margin), rtol=1e-6)
+  np.testing.assert_allclose(
+      terms["loss"],
+      losses.weighted_triplet_loss(
+          outputs["semantic_features"], labels, config.loss.semantic_margin
+      ),
+      rtol=1e-6,
+  )
   config.method_options.one_stage_loss = "plain"
   outputs, terms = _losses_for(config, batch)
-  np.testing.assert_allclose(terms["loss"], method_losses.triplet_ranking_loss(
-      outputs["semantic_features"], labels, config.loss.semantic_margin), rtol=1e-6)
+  np.testing.assert_allclose(
+      terms["loss"],
+      method_losses.triplet_ranking_loss(
+          outputs["semantic_features"], labels, config.loss.semantic_margin
+      ),
+      rtol=1e-6,
+  )
   config.method_options.one_stage_loss = "ranked"
   with pytest.raises(ValueError, match="one_stage_loss must be one of"):
     _losses_for(config, batch)
@@ -159,16 +180,19 @@ def test_method_options_reach_the_losses():
   outputs, terms = _losses_for(config, batch)
   signed = outputs["semantic_features"]
   assert np.all(np.abs(signed) < 1.0)
-  expected = (method_losses.dsrh_ranking_loss(signed, labels, 2.5)
-              + 0.3 * method_losses.bit_balance_penalty(signed))
+  expected = method_losses.dsrh_ranking_loss(
+      signed, labels, 2.5
+  ) + 0.3 * method_losses.bit_balance_penalty(signed)
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
 
   config = method_config("qadwh")
   config.method_options.qadwh_triplet_margin = 0.25
   outputs, terms = _losses_for(config, batch)
-  expected = (losses.label_probability_loss(outputs["label_logits"], labels)
-              + method_losses.qadwh_weighted_triplet_loss(
-                  outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25))
+  expected = losses.label_probability_loss(
+      outputs["label_logits"], labels
+  ) + method_losses.qadwh_weighted_triplet_loss(
+      outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25
+  )
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
 
 

@@ -10,7 +10,6 @@ from sklearn.metrics import ndcg_score
 
 from iah_jax import metrics
 
-
 # ------------------------------------------------------------------------------------------------
 # Loop-based reference, written straight from the definitions (IAH eqs. 10-13).
 
@@ -29,7 +28,7 @@ def reference_query(dist_row, shared_row, ks, map_at, radius, order=None):
     if v > 0:
       hits += 1
       ap += hits / j
-      wap += (total_r / j)
+      wap += total_r / j
   out["map"] = ap / n_pos if n_pos else math.nan
   out["wmap"] = wap / n_pos if n_pos else math.nan
   ideal = sorted(r, reverse=True)
@@ -74,9 +73,12 @@ def mean_policy(rows, key, no_relevant):
 
 
 def random_case(rng, nq, nd, bits, c, label_rate=0.2):
-  return (rng.integers(0, 2, (nq, bits)), rng.integers(0, 2, (nd, bits)),
-          (rng.random((nq, c)) < label_rate).astype(np.uint8),
-          (rng.random((nd, c)) < label_rate).astype(np.uint8))
+  return (
+      rng.integers(0, 2, (nq, bits)),
+      rng.integers(0, 2, (nd, bits)),
+      (rng.random((nq, c)) < label_rate).astype(np.uint8),
+      (rng.random((nd, c)) < label_rate).astype(np.uint8),
+  )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,16 +89,16 @@ def random_case(rng, nq, nd, bits, c, label_rate=0.2):
 def test_stable_matches_loop_reference(bits, nd, no_relevant):
   rng = np.random.default_rng(bits * 100 + nd)
   q, d, ql, dl = random_case(rng, 12, nd, bits, 5)
-  ql[0] = 0                                  # a query with no relevant item
-  ks = (1, 5, 1000)                          # 1000 > nd: whole database
-  got = metrics.retrieval_metrics(q, d, ql, dl, ks=ks, no_relevant=no_relevant, map_at=7,
-                                  block_elements=3 * nd)   # several query blocks
+  ql[0] = 0  # a query with no relevant item
+  ks = (1, 5, 1000)  # 1000 > nd: whole database
+  got = metrics.retrieval_metrics(
+      q, d, ql, dl, ks=ks, no_relevant=no_relevant, map_at=7, block_elements=3 * nd
+  )  # several query blocks
   rows = reference_all(q, d, ql, dl, ks, map_at=7)
   for key in rows[0]:
     assert got[key] == pytest.approx(mean_policy(rows, key, no_relevant), abs=1e-12), key
   assert got["num_queries_without_relevant"] == sum(np.isnan(r["map"]) for r in rows)
   assert all(isinstance(v, float) for v in got.values())
-
 
 
 def reference_category_aware(query_codes, db_codes, query_labels, db_labels):
@@ -124,7 +126,7 @@ def test_category_aware_matches_loop_reference():
   d = rng.integers(0, 2, (nd, c, b))
   ql = (rng.random((nq, c)) < 0.4).astype(np.uint8)
   dl = (rng.random((nd, c)) < 0.4).astype(np.uint8)
-  ql[:, 2] = 0                                     # no query carries category 2
+  ql[:, 2] = 0  # no query carries category 2
   got = metrics.category_aware_metrics(q, d, ql, dl)
   want_map, want_per = reference_category_aware(q, d, ql, dl)
   assert got["per_category_map"][2] is None
@@ -153,11 +155,12 @@ def exhaustive_expected(dist_row, shared_row, ks, map_at):
 def test_expected_ties_equal_exhaustive_average(seed):
   rng = np.random.default_rng(seed)
   nd = 7
-  q, d, ql, dl = random_case(rng, 3, nd, 2, 3, label_rate=0.5)   # 2 bits: large tie groups
+  q, d, ql, dl = random_case(rng, 3, nd, 2, 3, label_rate=0.5)  # 2 bits: large tie groups
   ql[:, 0] = 1
-  dl[0, 0] = 1                                     # every query has a relevant item
-  got = metrics.retrieval_metrics(q, d, ql, dl, ks=(1, 3, 10), ties="expected", map_at=4,
-                                  per_query=True)
+  dl[0, 0] = 1  # every query has a relevant item
+  got = metrics.retrieval_metrics(
+      q, d, ql, dl, ks=(1, 3, 10), ties="expected", map_at=4, per_query=True
+  )
   for qi in range(3):
     dist = [int((q[qi] != d[i]).sum()) for i in range(nd)]
     shared = [int((ql[qi] * dl[i]).sum()) for i in range(nd)]
@@ -172,14 +175,16 @@ def test_expected_ties_equal_mean_of_random_orders():
   rng = np.random.default_rng(7)
   q, d, ql, dl = random_case(rng, 20, 300, 6, 4, label_rate=0.3)
   expected = metrics.retrieval_metrics(q, d, ql, dl, ks=(10, 100), ties="expected", map_at=50)
-  runs = [metrics.retrieval_metrics(q, d, ql, dl, ks=(10, 100), ties="random", map_at=50, seed=s)
-          for s in range(200)]
+  runs = [
+      metrics.retrieval_metrics(q, d, ql, dl, ks=(10, 100), ties="random", map_at=50, seed=s)
+      for s in range(200)
+  ]
   for key in ("map", "wmap", "ndcg@10", "ndcg@100", "acg@10", "map@50", "wmap@50"):
     values = np.array([run[key] for run in runs])
     stderr = values.std() / np.sqrt(len(values))
     assert abs(values.mean() - expected[key]) < 4 * stderr + 1e-9, key
   stable = metrics.retrieval_metrics(q, d, ql, dl, ks=(10, 100), map_at=50)
-  assert stable["map"] != expected["map"]          # the ties really matter here
+  assert stable["map"] != expected["map"]  # the ties really matter here
 
 
 def test_ap_matches_sklearn_with_tie_free_scores():
@@ -193,7 +198,7 @@ def test_ap_matches_sklearn_with_tie_free_scores():
     if not relevant.any():
       assert np.isnan(got["map"][qi])
       continue
-    score = -(dist * nd + np.arange(nd))           # stable ranking, no ties for sklearn
+    score = -(dist * nd + np.arange(nd))  # stable ranking, no ties for sklearn
     assert got["map"][qi] == pytest.approx(average_precision_score(relevant, score), abs=1e-12)
 
 
@@ -206,11 +211,11 @@ def test_ndcg_matches_sklearn(ties):
   nd = len(d)
   for qi in range(len(q)):
     dist = (q[qi] != d).sum(1)
-    gain = 2.0 ** (ql[qi] * dl).sum(1) - 1          # sklearn's gain is linear in y_true
+    gain = 2.0 ** (ql[qi] * dl).sum(1) - 1  # sklearn's gain is linear in y_true
     if ties == "stable":
       score, ignore_ties = -(dist * nd + np.arange(nd)), True
     else:
-      score, ignore_ties = -dist, False             # sklearn averages over tie orderings
+      score, ignore_ties = -dist, False  # sklearn averages over tie orderings
     for k in ks:
       want = ndcg_score(gain[None], score[None].astype(np.float64), k=k, ignore_ties=ignore_ties)
       if gain.sum() == 0:
@@ -222,12 +227,12 @@ def test_ndcg_matches_sklearn(ties):
 def test_float_distance_path_equals_hamming_path_for_every_tie_mode():
   rng = np.random.default_rng(13)
   q, d, ql, dl = random_case(rng, 9, 120, 5, 4, label_rate=0.4)
-  dist = (q[:, None, :] != d[None, :, :]).sum(-1).astype(np.float64) * 0.5   # same ties
-  for ties in ("stable", "expected"):       # ("random" draws its tie keys differently)
-    a = metrics.retrieval_metrics(q, d, ql, dl, ks=(3, 50), ties=ties, map_at=20, radius=1,
-                                  seed=4)
-    b = metrics.ranking_metrics_from_distances(dist, ql, dl, ks=(3, 50), ties=ties, map_at=20,
-                                               radius=0.5, seed=4)
+  dist = (q[:, None, :] != d[None, :, :]).sum(-1).astype(np.float64) * 0.5  # same ties
+  for ties in ("stable", "expected"):  # ("random" draws its tie keys differently)
+    a = metrics.retrieval_metrics(q, d, ql, dl, ks=(3, 50), ties=ties, map_at=20, radius=1, seed=4)
+    b = metrics.ranking_metrics_from_distances(
+        dist, ql, dl, ks=(3, 50), ties=ties, map_at=20, radius=0.5, seed=4
+    )
     for key in a:
       other = key.replace("@r1", "@r0.5")
       assert b[other] == pytest.approx(a[key], abs=1e-12), (ties, key)
@@ -242,7 +247,7 @@ def test_random_ties_depend_on_seed_only_and_blocks_do_not_matter():
   assert a == b and a["map"] != c["map"]
   for ties in ("stable", "expected"):
     small = metrics.retrieval_metrics(q, d, ql, dl, ties=ties, map_at=30, block_elements=1)
-    large = metrics.retrieval_metrics(q, d, ql, dl, ties=ties, map_at=30, block_elements=10 ** 9)
+    large = metrics.retrieval_metrics(q, d, ql, dl, ties=ties, map_at=30, block_elements=10**9)
     for key in small:
       assert small[key] == pytest.approx(large[key], abs=1e-12)
 
@@ -252,15 +257,21 @@ def test_weighted_ranking_metrics_equal_metrics_of_the_weighted_distances():
   q, d, ql, dl = random_case(rng, 8, 90, 10, 4, label_rate=0.4)
   weights = rng.random((8, 10)).astype(np.float32)
   got = metrics.retrieval_metrics(q, d, ql, dl, ks=(10,), query_weights=weights, per_query=True)
-  dist = np.array([[sum(float(weights[i, b]) for b in range(10) if q[i, b] != d[n, b])
-                    for n in range(90)] for i in range(8)])
+  dist = np.array(
+      [
+          [sum(float(weights[i, b]) for b in range(10) if q[i, b] != d[n, b]) for n in range(90)]
+          for i in range(8)
+      ]
+  )
   for i in range(8):
     shared = (ql[i] * dl).sum(1)
-    want = reference_query(list(dist[i]), list(shared), (10,), None, 2,
-                           order=list(np.argsort(dist[i], kind="stable")))
+    want = reference_query(
+        list(dist[i]), list(shared), (10,), None, 2, order=list(np.argsort(dist[i], kind="stable"))
+    )
     assert got["map"][i] == pytest.approx(want["map"], abs=1e-12) or np.isnan(want["map"])
     assert got["ndcg@10"][i] == pytest.approx(want["ndcg@10"], abs=1e-12) or np.isnan(
-        want["ndcg@10"])
+        want["ndcg@10"]
+    )
   unit = metrics.retrieval_metrics(q, d, ql, dl, ks=(10,), query_weights=np.ones((8, 10)))
   plain = metrics.retrieval_metrics(q, d, ql, dl, ks=(10,))
   for key in plain:

@@ -30,25 +30,45 @@ miml_config = _load("configs/miml.py", "config_miml")
 miml_benchmark = _load("benchmarks/miml.py", "benchmark_miml")
 
 # 16 images: 12 database (the last one or two become the validation carve), 4 queries.
-LABELS = ["1,0,0,0,0", "0,1,0,0,0", "0,0,1,0,0", "0,0,0,1,0", "0,0,0,0,1", "1,1,0,0,0",
-          "0,0,1,1,0", "0,1,0,0,1", "1,0,0,0,0", "0,0,1,0,0", "0,0,0,0,1", "0,0,0,1,0",
-          "1,0,0,0,0", "0,1,1,0,0", "0,0,0,1,0", "0,0,0,0,1"]
+LABELS = [
+    "1,0,0,0,0",
+    "0,1,0,0,0",
+    "0,0,1,0,0",
+    "0,0,0,1,0",
+    "0,0,0,0,1",
+    "1,1,0,0,0",
+    "0,0,1,1,0",
+    "0,1,0,0,1",
+    "1,0,0,0,0",
+    "0,0,1,0,0",
+    "0,0,0,0,1",
+    "0,0,0,1,0",
+    "1,0,0,0,0",
+    "0,1,1,0,0",
+    "0,0,0,1,0",
+    "0,0,0,0,1",
+]
 SPLITS = ["database"] * 12 + ["query"] * 4
 # Fast preparation; the stored shapes are what the model sees (6 proposals per image).
-TINY_OPTIONS = dict(proposal_method="generic", num_proposals=6, image_max_side=48, num_workers=0,
-                    progress=False)
+TINY_OPTIONS = dict(
+    proposal_method="generic", num_proposals=6, image_max_side=48, num_workers=0, progress=False
+)
 
 
 @pytest.fixture(scope="module")
 def miml_builder(tmp_path_factory):
   root = tmp_path_factory.mktemp("miml")
-  (root / "labels.csv").write_text("image,desert,mountains,sea,sunset,trees\n" + "".join(
-      f"{k}.jpg,{labels}\n" for k, labels in enumerate(LABELS)))
-  (root / "split.csv").write_text("image,split\n" + "".join(
-      f"{k}.jpg,{split}\n" for k, split in enumerate(SPLITS)))
+  (root / "labels.csv").write_text(
+      "image,desert,mountains,sea,sunset,trees\n"
+      + "".join(f"{k}.jpg,{labels}\n" for k, labels in enumerate(LABELS))
+  )
+  (root / "split.csv").write_text(
+      "image,split\n" + "".join(f"{k}.jpg,{split}\n" for k, split in enumerate(SPLITS))
+  )
   for k in range(len(LABELS)):
-    data_fixtures.write_image(root / "images" / f"{k}.jpg", kind="gray" if k == 3 else "rgb",
-                              height=48, width=64, seed=k)
+    data_fixtures.write_image(
+        root / "images" / f"{k}.jpg", kind="gray" if k == 3 else "rgb", height=48, width=64, seed=k
+    )
   config = tiny_miml_config(str(tmp_path_factory.mktemp("tfds")), str(root))
   return config, train.load_dataset(config)
 
@@ -88,18 +108,28 @@ def test_one_train_step_validates_keeps_the_best_and_evaluates(miml_builder, tmp
   config, builder = miml_builder
   assert builder.info.splits["train"].num_examples == 12
   assert builder.info.splits["test"].num_examples == 4
-  results = miml_benchmark.run_bits(config, builder, train.make_mesh(), str(tmp_path), q=8,
-                                    lsh_seed=0)
+  results = miml_benchmark.run_bits(
+      config, builder, train.make_mesh(), str(tmp_path), q=8, lsh_seed=0
+  )
   assert results["bits_per_category"] == 2
-  assert results["best_step"] == 1          # validated (and kept) at the last step
+  assert results["best_step"] == 1  # validated (and kept) at the last step
   assert os.path.isdir(tmp_path / "q8_b2" / "checkpoints" / "1")
   assert results["num_queries"] == 4 and results["num_database"] == 12
   for method in ("iah", "lsh_backbone"):
     assert set(results[method]) == {"map", "wmap", "ndcg@100", "acg@100"}
     assert all(0.0 < value <= 1.0 for value in results[method].values()), results[method]
-  table = miml_benchmark.format_table(dict(
-      runs={"8": results}, num_queries=4, num_database=12, wall_seconds=1.0, cpu_seconds=1.0,
-      cpus=2, load_average_start=0.0, load_average_end=0.0))
+  table = miml_benchmark.format_table(
+      dict(
+          runs={"8": results},
+          num_queries=4,
+          num_database=12,
+          wall_seconds=1.0,
+          cpu_seconds=1.0,
+          cpus=2,
+          load_average_start=0.0,
+          load_average_end=0.0,
+      )
+  )
   assert "IAH semantic" in table and "LSH on backbone GAP" in table
   assert f"{results['iah']['map']:.4f}" in table
 
@@ -107,16 +137,22 @@ def test_one_train_step_validates_keeps_the_best_and_evaluates(miml_builder, tmp
 def test_feature_step_matches_the_model_and_the_backbone_alone(miml_builder):
   config, builder = miml_builder
   model = train.build_model(config, 5, 8, 2)
-  images = jnp.asarray(np.random.default_rng(0).uniform(
-      size=(3, config.dataset.image_size, config.dataset.image_size, 3)), jnp.float32)
+  images = jnp.asarray(
+      np.random.default_rng(0).uniform(
+          size=(3, config.dataset.image_size, config.dataset.image_size, 3)
+      ),
+      jnp.float32,
+  )
   proposals = jnp.tile(jnp.asarray([0.0, 0.0, 0.5, 1.0]), (3, 6, 1))
   variables = model.init(jax.random.PRNGKey(0), images, proposals)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                           batch_stats={}, opt_state=())
+  state = train.TrainState(
+      step=jnp.zeros((), jnp.int32), params=variables["params"], batch_stats={}, opt_state=()
+  )
   outputs = miml_benchmark.make_feature_step(model, config)(state, images, proposals)
 
-  backbone = backbones.build_backbone(config.model.backbone,
-                                      config.model.backbone_options.to_dict())
+  backbone = backbones.build_backbone(
+      config.model.backbone, config.model.backbone_options.to_dict()
+  )
   feature_map = np.asarray(backbone.apply({"params": variables["params"]["backbone"]}, images))
   reference = np.zeros((3, feature_map.shape[-1]))
   for row in range(3):  # global average pooling written out

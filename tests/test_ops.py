@@ -18,13 +18,19 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from iah_jax.ops import (batched_spp, cross_hypothesis_pool, kronecker_fusion, spp, spp_bin_ranges,
-                         spp_output_dim)
-
+from iah_jax.ops import (
+    batched_spp,
+    cross_hypothesis_pool,
+    kronecker_fusion,
+    spp,
+    spp_bin_ranges,
+    spp_output_dim,
+)
 
 # ------------------------------------------------------------------------------------------------
 # Naive references.
 # ------------------------------------------------------------------------------------------------
+
 
 def reference_cell_range(low: float, high: float, size: int, num_bins: int, index: int):
   """Inclusive cells (start, end) of bin `index` of `num_bins` along one axis (DESIGN.md rule).
@@ -100,7 +106,7 @@ def reference_spp(feature_map, boxes, levels):
 
 
 def reference_spp_gradient(feature_map, boxes, levels, cotangent):
-  """"Argmax scatter": each output's cotangent goes to the argmax cell of its bin (no ties)."""
+  """ "Argmax scatter": each output's cotangent goes to the argmax cell of its bin (no ties)."""
   feature_map = np.asarray(feature_map, np.float64)
   cotangent = np.asarray(cotangent, np.float64)
   height, width, channels = feature_map.shape
@@ -151,6 +157,7 @@ def reference_kronecker_fusion(proposal_probs, proposal_hashes):
 # Fixtures.
 # ------------------------------------------------------------------------------------------------
 
+
 def random_boxes(rng: np.random.Generator, count: int) -> np.ndarray:
   """Random (x0, y0, x1, y1) with x0 <= x1, y0 <= y1, float32 in [0, 1]."""
   xs = np.sort(rng.uniform(0.0, 1.0, (count, 2)), axis=1)
@@ -163,19 +170,23 @@ def degenerate_boxes(rng: np.random.Generator, height: int, width: int) -> np.nd
   x, y = rng.uniform(0.05, 0.95, 2)
   cell_x, cell_y = rng.integers(0, width), rng.integers(0, height)
   boxes = [
-      (0.0, 0.0, 1.0, 1.0),          # whole image
-      (0.0, 0.0, 0.0, 0.0),          # zero area at the top-left corner
-      (1.0, 1.0, 1.0, 1.0),          # zero area at the bottom-right corner
-      (1.0, 0.0, 1.0, 1.0),          # zero width on the right border
-      (0.0, 1.0, 1.0, 1.0),          # zero height on the bottom border
-      (0.0, 0.0, 0.0, 1.0),          # zero width on the left border
-      (x, y, x, y),                  # zero area inside
-      (0.1, y, 0.8, y),              # zero height inside
-      (x, 0.2, x, 0.9),              # zero width inside
+      (0.0, 0.0, 1.0, 1.0),  # whole image
+      (0.0, 0.0, 0.0, 0.0),  # zero area at the top-left corner
+      (1.0, 1.0, 1.0, 1.0),  # zero area at the bottom-right corner
+      (1.0, 0.0, 1.0, 1.0),  # zero width on the right border
+      (0.0, 1.0, 1.0, 1.0),  # zero height on the bottom border
+      (0.0, 0.0, 0.0, 1.0),  # zero width on the left border
+      (x, y, x, y),  # zero area inside
+      (0.1, y, 0.8, y),  # zero height inside
+      (x, 0.2, x, 0.9),  # zero width inside
       # tiny box strictly inside one cell
-      ((cell_x + 0.3) / width, (cell_y + 0.4) / height,
-       (cell_x + 0.6) / width, (cell_y + 0.7) / height),
-      (0.25, 0.5, 0.75, 1.0),        # exactly representable edges
+      (
+          (cell_x + 0.3) / width,
+          (cell_y + 0.4) / height,
+          (cell_x + 0.6) / width,
+          (cell_y + 0.7) / height,
+      ),
+      (0.25, 0.5, 0.75, 1.0),  # exactly representable edges
       (0.0, 0.25, 0.5, 0.75),
   ]
   return np.asarray(boxes, np.float32)
@@ -190,10 +201,19 @@ def distinct_feature_map(rng: np.random.Generator, shape) -> np.ndarray:
 # One compilation per (shape, levels): pairs rather than the full product keep the file fast while
 # every shape and every level tuple is covered (4, 3, 2, 1 on most shapes).
 SHAPES_AND_LEVELS = [
-    ((1, 1, 1), (4, 3, 2, 1)), ((1, 5, 2), (2, 1)), ((5, 1, 2), (4, 3, 2, 1)),
-    ((2, 3, 3), (4, 3, 2, 1)), ((3, 2, 1), (6,)), ((2, 2, 1), (1,)), ((3, 3, 2), (4, 3, 2, 1)),
-    ((4, 4, 2), (6,)), ((7, 5, 3), (4, 3, 2, 1)), ((6, 6, 1), (2, 1)), ((8, 13, 2), (4, 3, 2, 1)),
-    ((13, 8, 2), (6, 1, 3)), ((5, 7, 1), (1,)),
+    ((1, 1, 1), (4, 3, 2, 1)),
+    ((1, 5, 2), (2, 1)),
+    ((5, 1, 2), (4, 3, 2, 1)),
+    ((2, 3, 3), (4, 3, 2, 1)),
+    ((3, 2, 1), (6,)),
+    ((2, 2, 1), (1,)),
+    ((3, 3, 2), (4, 3, 2, 1)),
+    ((4, 4, 2), (6,)),
+    ((7, 5, 3), (4, 3, 2, 1)),
+    ((6, 6, 1), (2, 1)),
+    ((8, 13, 2), (4, 3, 2, 1)),
+    ((13, 8, 2), (6, 1, 3)),
+    ((5, 7, 1), (1,)),
 ]
 
 # Compiled once per (shape, levels): on this JAX version eager op-by-op dispatch costs seconds per
@@ -207,8 +227,12 @@ fusion_jit = jax.jit(kronecker_fusion)
 # spp: values.
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape,levels", SHAPES_AND_LEVELS,
-                         ids=lambda v: "x".join(map(str, v)) if len(v) == 3 else str(v))
+
+@pytest.mark.parametrize(
+    "shape,levels",
+    SHAPES_AND_LEVELS,
+    ids=lambda v: "x".join(map(str, v)) if len(v) == 3 else str(v),
+)
 def test_spp_matches_loop_reference(shape, levels):
   rng = np.random.default_rng(sum(shape) * 101 + shape[0])
   feature_map = rng.normal(size=shape).astype(np.float32)
@@ -219,8 +243,9 @@ def test_spp_matches_loop_reference(shape, levels):
   assert pooled.shape == (len(boxes), spp_output_dim(shape[2], levels))
   assert pooled.shape[1] == shape[2] * sum(level * level for level in levels)
   # max selects one input value: equality is exact.
-  np.testing.assert_array_equal(np.asarray(pooled, np.float64),
-                                reference_spp(feature_map, boxes, levels))
+  np.testing.assert_array_equal(
+      np.asarray(pooled, np.float64), reference_spp(feature_map, boxes, levels)
+  )
 
 
 def test_spp_output_order_is_levels_then_row_major_bins_then_channels():
@@ -251,15 +276,26 @@ def test_spp_degenerate_boxes_by_hand():
   levels = (4, 3, 2, 1)
   bins = sum(level * level for level in levels)
   cell_y, cell_x = 2, 4
-  boxes = jnp.asarray([
-      [0.0, 0.0, 0.0, 0.0],
-      [1.0, 1.0, 1.0, 1.0],
-      [(cell_x + 0.2) / width, (cell_y + 0.3) / height, (cell_x + 0.7) / width,
-       (cell_y + 0.9) / height],
-      [(cell_x + 0.5) / width, (cell_y + 0.5) / height, (cell_x + 0.5) / width,
-       (cell_y + 0.5) / height],
-      [0.0, 0.0, 1.0, 1.0],
-  ], jnp.float32)
+  boxes = jnp.asarray(
+      [
+          [0.0, 0.0, 0.0, 0.0],
+          [1.0, 1.0, 1.0, 1.0],
+          [
+              (cell_x + 0.2) / width,
+              (cell_y + 0.3) / height,
+              (cell_x + 0.7) / width,
+              (cell_y + 0.9) / height,
+          ],
+          [
+              (cell_x + 0.5) / width,
+              (cell_y + 0.5) / height,
+              (cell_x + 0.5) / width,
+              (cell_y + 0.5) / height,
+          ],
+          [0.0, 0.0, 1.0, 1.0],
+      ],
+      jnp.float32,
+  )
   pooled = np.asarray(spp_jit(jnp.asarray(feature_map), boxes, levels=levels))
   pooled = pooled.reshape(5, bins, channels)
   # Zero-area boxes and boxes inside one cell: every bin is that one cell.
@@ -283,12 +319,12 @@ def test_spp_bin_ranges_exact_for_boxes_aligned_on_cell_edges(size):
   first implementation took 4..7; also 16 x 16 maps with the paper's 3 x 3 level).
   """
   pairs = [(k0, k1) for k0 in range(size + 1) for k1 in range(k0, size + 1)]
-  boxes = np.asarray([[k0 / size, k0 / size, k1 / size, k1 / size] for k0, k1 in pairs],
-                     np.float32)
+  boxes = np.asarray([[k0 / size, k0 / size, k1 / size, k1 / size] for k0, k1 in pairs], np.float32)
   levels = (1, 2, 3, 4, 5, 6, 7)
   bin_ranges = jax.jit(spp_bin_ranges, static_argnums=(1, 2, 3))
-  ranges = np.stack([np.asarray(r) for r in bin_ranges(jnp.asarray(boxes), size, size, levels)],
-                    axis=-1)  # [N, bins, 4]
+  ranges = np.stack(
+      [np.asarray(r) for r in bin_ranges(jnp.asarray(boxes), size, size, levels)], axis=-1
+  )  # [N, bins, 4]
   # Square boxes on a square map: rows and columns follow the same rule, checked per axis.
   mismatches = []
   for box_index, (k0, k1) in enumerate(pairs):
@@ -296,15 +332,18 @@ def test_spp_bin_ranges_exact_for_boxes_aligned_on_cell_edges(size):
     for level in levels:
       for index in range(level):
         want = reference_cell_range(boxes[box_index, 0], boxes[box_index, 2], size, level, index)
-        rows = ranges[box_index, first_bin + index * level, :2]   # bin (index, 0)
-        cols = ranges[box_index, first_bin + index, 2:]           # bin (0, index)
+        rows = ranges[box_index, first_bin + index * level, :2]  # bin (index, 0)
+        cols = ranges[box_index, first_bin + index, 2:]  # bin (0, index)
         for axis, got in (("rows", rows), ("cols", cols)):
           if tuple(int(v) for v in got) != want:
-            mismatches.append(((k0, k1), f"level {level} bin {index} {axis}", want,
-                               tuple(int(v) for v in got)))
+            mismatches.append(
+                ((k0, k1), f"level {level} bin {index} {axis}", want, tuple(int(v) for v in got))
+            )
       first_bin += level * level
-  assert not mismatches, (f"{len(mismatches)} bin ranges differ from the DESIGN.md convention "
-                          f"((k0, k1), where, expected, got); first ones: {mismatches[:4]}")
+  assert not mismatches, (
+      f"{len(mismatches)} bin ranges differ from the DESIGN.md convention "
+      f"((k0, k1), where, expected, got); first ones: {mismatches[:4]}"
+  )
 
 
 def test_spp_last_bin_stays_inside_a_box_aligned_on_cell_edges():
@@ -318,14 +357,16 @@ def test_spp_last_bin_stays_inside_a_box_aligned_on_cell_edges():
   box = jnp.asarray([[0.0, 0.0, 7 / 8, 1.0]], jnp.float32)
   for levels in [(3,), (6,), (7,)]:
     pooled = np.asarray(spp_jit(jnp.asarray(feature_map), box, levels=levels))
-    np.testing.assert_array_equal(pooled, reference_spp(feature_map, box, levels),
-                                  err_msg=f"levels={levels}")
+    np.testing.assert_array_equal(
+        pooled, reference_spp(feature_map, box, levels), err_msg=f"levels={levels}"
+    )
     assert pooled.max() == 6.0, f"levels={levels}: pooled a cell outside the box: {pooled}"
 
 
 # ------------------------------------------------------------------------------------------------
 # spp: batching, compilation.
 # ------------------------------------------------------------------------------------------------
+
 
 def test_spp_vmap_and_jit_match_per_image_reference():
   rng = np.random.default_rng(7)
@@ -337,15 +378,18 @@ def test_spp_vmap_and_jit_match_per_image_reference():
   pooled = batched(jnp.asarray(feature_maps), jnp.asarray(boxes))
   assert pooled.shape == (batch, num_boxes, channels * 30)
   for image in range(batch):
-    np.testing.assert_array_equal(np.asarray(pooled[image], np.float64),
-                                  reference_spp(feature_maps[image], boxes[image], levels))
+    np.testing.assert_array_equal(
+        np.asarray(pooled[image], np.float64),
+        reference_spp(feature_maps[image], boxes[image], levels),
+    )
   # The docstring's form: vmap with in_axes (0, 0, None), levels positional and unmapped.
   documented = jax.jit(lambda fms, bxs: jax.vmap(spp, in_axes=(0, 0, None))(fms, bxs, levels))
   np.testing.assert_array_equal(documented(jnp.asarray(feature_maps), jnp.asarray(boxes)), pooled)
   # batched_spp: the same result in one pass over the batch.
   batched_jit = jax.jit(batched_spp, static_argnames="levels")
   np.testing.assert_array_equal(
-      batched_jit(jnp.asarray(feature_maps), jnp.asarray(boxes), levels=levels), pooled)
+      batched_jit(jnp.asarray(feature_maps), jnp.asarray(boxes), levels=levels), pooled
+  )
 
 
 def test_batched_spp_gradient_is_per_image_argmax_scatter():
@@ -353,29 +397,35 @@ def test_batched_spp_gradient_is_per_image_argmax_scatter():
   batch, height, width, channels = 3, 5, 4, 2
   levels = (4, 3, 2, 1)
   feature_maps = distinct_feature_map(rng, (batch, height, width, channels))
-  boxes = np.stack([unambiguous_boxes(random_boxes(rng, 4), height, width, levels)[:3]
-                    for _ in range(batch)])
+  boxes = np.stack(
+      [unambiguous_boxes(random_boxes(rng, 4), height, width, levels)[:3] for _ in range(batch)]
+  )
   batched_jit = jax.jit(batched_spp, static_argnames="levels")
-  pooled, vjp = jax.vjp(lambda fms: batched_jit(fms, jnp.asarray(boxes), levels=levels),
-                        jnp.asarray(feature_maps))
+  pooled, vjp = jax.vjp(
+      lambda fms: batched_jit(fms, jnp.asarray(boxes), levels=levels), jnp.asarray(feature_maps)
+  )
   cotangent = rng.normal(size=pooled.shape).astype(np.float32)
   (gradient,) = vjp(jnp.asarray(cotangent))
   for image in range(batch):
-    np.testing.assert_array_equal(np.asarray(pooled[image], np.float64),
-                                  reference_spp(feature_maps[image], boxes[image], levels))
+    np.testing.assert_array_equal(
+        np.asarray(pooled[image], np.float64),
+        reference_spp(feature_maps[image], boxes[image], levels),
+    )
     np.testing.assert_allclose(
         np.asarray(gradient[image], np.float64),
         reference_spp_gradient(feature_maps[image], boxes[image], levels, cotangent[image]),
-        rtol=1e-5, atol=1e-5)
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_batched_spp_rejects_bad_shapes():
   with pytest.raises(ValueError):
-    batched_spp(jnp.zeros((4, 4, 2)), jnp.zeros((1, 4)))          # one map, not a batch
+    batched_spp(jnp.zeros((4, 4, 2)), jnp.zeros((1, 4)))  # one map, not a batch
   with pytest.raises(ValueError):
-    batched_spp(jnp.zeros((2, 4, 4, 2)), jnp.zeros((3, 5, 4)))    # batch sizes differ
+    batched_spp(jnp.zeros((2, 4, 4, 2)), jnp.zeros((3, 5, 4)))  # batch sizes differ
   with pytest.raises(ValueError):
-    batched_spp(jnp.zeros((2, 4, 4, 2)), jnp.zeros((2, 5, 3)))    # boxes not [..., 4]
+    batched_spp(jnp.zeros((2, 4, 4, 2)), jnp.zeros((2, 5, 3)))  # boxes not [..., 4]
   with pytest.raises(ValueError):
     batched_spp(jnp.zeros((2, 4, 4, 2)), jnp.zeros((2, 5, 4)), (0,))
 
@@ -384,37 +434,50 @@ def test_batched_spp_rejects_bad_shapes():
 # spp: gradients.
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape,levels", [((5, 7, 2), (4, 3, 2, 1)), ((3, 3, 2), (6,))])
 def test_spp_check_grads(shape, levels):
   rng = np.random.default_rng(11)
-  boxes = jnp.asarray(np.concatenate([random_boxes(rng, 4),
-                                      degenerate_boxes(rng, shape[0], shape[1])[:4]]))
+  boxes = jnp.asarray(
+      np.concatenate([random_boxes(rng, 4), degenerate_boxes(rng, shape[0], shape[1])[:4]])
+  )
   with jax.enable_x64(True):
     feature_map = jnp.asarray(distinct_feature_map(rng, shape), jnp.float64)
     # Values are 0.1 apart, so eps = 1e-3 never crosses a tie and differences are exact.
-    check_grads(lambda fm: spp_jit(fm, boxes, levels=levels), (feature_map,), order=1, modes=("rev",),
-                eps=1e-3)
+    check_grads(
+        lambda fm: spp_jit(fm, boxes, levels=levels),
+        (feature_map,),
+        order=1,
+        modes=("rev",),
+        eps=1e-3,
+    )
 
 
-@pytest.mark.parametrize("shape,levels", [((5, 7, 2), (4, 3, 2, 1)), ((8, 3, 3), (6, 1)),
-                                          ((1, 4, 2), (2, 1))])
+@pytest.mark.parametrize(
+    "shape,levels", [((5, 7, 2), (4, 3, 2, 1)), ((8, 3, 3), (6, 1)), ((1, 4, 2), (2, 1))]
+)
 def test_spp_gradient_is_argmax_scatter(shape, levels):
   rng = np.random.default_rng(13)
   feature_map = distinct_feature_map(rng, shape)
   boxes = np.concatenate([random_boxes(rng, 5), degenerate_boxes(rng, shape[0], shape[1])])
   boxes = unambiguous_boxes(boxes, shape[0], shape[1], levels)
-  pooled, vjp = jax.vjp(lambda fm: spp_jit(fm, jnp.asarray(boxes), levels=levels),
-                        jnp.asarray(feature_map))
+  pooled, vjp = jax.vjp(
+      lambda fm: spp_jit(fm, jnp.asarray(boxes), levels=levels), jnp.asarray(feature_map)
+  )
   cotangent = rng.normal(size=pooled.shape).astype(np.float32)
   (gradient,) = vjp(jnp.asarray(cotangent))
-  np.testing.assert_allclose(np.asarray(gradient, np.float64),
-                             reference_spp_gradient(feature_map, boxes, levels, cotangent),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(gradient, np.float64),
+      reference_spp_gradient(feature_map, boxes, levels, cotangent),
+      rtol=1e-5,
+      atol=1e-5,
+  )
 
 
 # ------------------------------------------------------------------------------------------------
 # spp: memory (structure of the traced computation).
 # ------------------------------------------------------------------------------------------------
+
 
 def _all_equations(jaxpr):
   """Every equation of a jaxpr, recursing into sub-jaxprs (pjit, custom_jvp, cond, ...)."""
@@ -479,14 +542,16 @@ def test_spp_rejects_bad_shapes():
 # cross_hypothesis_pool (eq. 1).
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (4, 7, 2), (2, 3, 6, 4)])
 def test_cross_hypothesis_pool_matches_loops(shape):
   rng = np.random.default_rng(len(shape) * 10 + shape[-1])
   scores = rng.normal(size=shape).astype(np.float32)
   pooled = pool_jit(jnp.asarray(scores))
   assert pooled.shape == shape[:-2] + shape[-1:]
-  np.testing.assert_array_equal(np.asarray(pooled, np.float64),
-                                reference_cross_hypothesis_pool(scores))
+  np.testing.assert_array_equal(
+      np.asarray(pooled, np.float64), reference_cross_hypothesis_pool(scores)
+  )
 
 
 def test_cross_hypothesis_pool_gradient_goes_to_the_max_proposal():
@@ -502,8 +567,7 @@ def test_cross_hypothesis_pool_gradient_goes_to_the_max_proposal():
       expected[b, best, j] += cotangent[b, j]
   np.testing.assert_allclose(gradient, expected, rtol=1e-6)
   with jax.enable_x64(True):
-    check_grads(pool_jit, (jnp.asarray(scores, jnp.float64),), order=1,
-                modes=("rev",), eps=1e-3)
+    check_grads(pool_jit, (jnp.asarray(scores, jnp.float64),), order=1, modes=("rev",), eps=1e-3)
 
 
 def test_cross_hypothesis_pool_rejects_bad_shapes():
@@ -517,11 +581,14 @@ def test_cross_hypothesis_pool_rejects_bad_shapes():
 # kronecker_fusion (eq. 6).
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("batch_shape,num_proposals,num_categories,bits",
-                         [((), 1, 1, 1), ((), 4, 2, 3), ((), 7, 5, 4), ((3,), 6, 4, 5),
-                          ((2, 3), 5, 3, 2)])
-def test_kronecker_fusion_matches_literal_kronecker_sum(batch_shape, num_proposals,
-                                                        num_categories, bits):
+
+@pytest.mark.parametrize(
+    "batch_shape,num_proposals,num_categories,bits",
+    [((), 1, 1, 1), ((), 4, 2, 3), ((), 7, 5, 4), ((3,), 6, 4, 5), ((2, 3), 5, 3, 2)],
+)
+def test_kronecker_fusion_matches_literal_kronecker_sum(
+    batch_shape, num_proposals, num_categories, bits
+):
   rng = np.random.default_rng(num_proposals * 100 + num_categories * 10 + bits)
   logits = rng.normal(size=batch_shape + (num_proposals, num_categories))
   probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
@@ -532,11 +599,19 @@ def test_kronecker_fusion_matches_literal_kronecker_sum(batch_shape, num_proposa
   np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-6)
   # Flattened category-major, it is the paper's c*b vector (1/N) sum_i P_i (x) H_i.
   for batch_index in np.ndindex(batch_shape):
-    flat = sum(np.kron(probs[batch_index + (i,)].astype(np.float64),
-                       hashes[batch_index + (i,)].astype(np.float64))
-               for i in range(num_proposals)) / num_proposals
-    np.testing.assert_allclose(np.asarray(fused[batch_index]).reshape(-1), flat, rtol=1e-5,
-                               atol=1e-6)
+    flat = (
+        sum(
+            np.kron(
+                probs[batch_index + (i,)].astype(np.float64),
+                hashes[batch_index + (i,)].astype(np.float64),
+            )
+            for i in range(num_proposals)
+        )
+        / num_proposals
+    )
+    np.testing.assert_allclose(
+        np.asarray(fused[batch_index]).reshape(-1), flat, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_kronecker_fusion_paper_figure_4_example():
@@ -555,8 +630,9 @@ def test_kronecker_fusion_gradients():
   rng = np.random.default_rng(29)
   probs = rng.uniform(size=(2, 5, 3))
   hashes = rng.normal(size=(2, 5, 4))
-  fused, vjp = jax.vjp(fusion_jit, jnp.asarray(probs, jnp.float32),
-                       jnp.asarray(hashes, jnp.float32))
+  fused, vjp = jax.vjp(
+      fusion_jit, jnp.asarray(probs, jnp.float32), jnp.asarray(hashes, jnp.float32)
+  )
   cotangent = rng.normal(size=fused.shape)
   grad_probs, grad_hashes = vjp(jnp.asarray(cotangent, jnp.float32))
   # d f[c, b] / d P[i, c] = H[i, b] / N and d f[c, b] / d H[i, b] = P[i, c] / N.
@@ -573,18 +649,17 @@ def test_kronecker_fusion_gradients():
   np.testing.assert_allclose(grad_probs, expected_probs, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(grad_hashes, expected_hashes, rtol=1e-5, atol=1e-6)
   with jax.enable_x64(True):
-    check_grads(fusion_jit, (jnp.asarray(probs), jnp.asarray(hashes)), order=1,
-                modes=("rev",))
+    check_grads(fusion_jit, (jnp.asarray(probs), jnp.asarray(hashes)), order=1, modes=("rev",))
 
 
 def test_kronecker_fusion_rejects_bad_shapes():
   with pytest.raises(ValueError):
-    kronecker_fusion(jnp.zeros((4, 2)), jnp.zeros((5, 3)))        # different N
+    kronecker_fusion(jnp.zeros((4, 2)), jnp.zeros((5, 3)))  # different N
   with pytest.raises(ValueError):
-    kronecker_fusion(jnp.zeros((2,)), jnp.zeros((2, 3)))          # P not [N, c]
+    kronecker_fusion(jnp.zeros((2,)), jnp.zeros((2, 3)))  # P not [N, c]
   with pytest.raises(ValueError):
-    kronecker_fusion(jnp.zeros((4, 2)), jnp.zeros((3,)))          # H not [N, b]
+    kronecker_fusion(jnp.zeros((4, 2)), jnp.zeros((3,)))  # H not [N, b]
   with pytest.raises(ValueError):
     kronecker_fusion(jnp.zeros((2, 4, 2)), jnp.zeros((3, 4, 3)))  # different batch
   with pytest.raises(ValueError):
-    kronecker_fusion(jnp.zeros((2, 4, 2)), jnp.zeros((4, 3)))     # batch on one side only
+    kronecker_fusion(jnp.zeros((2, 4, 2)), jnp.zeros((4, 3)))  # batch on one side only

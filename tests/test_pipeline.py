@@ -8,9 +8,11 @@ from iah_jax.data import synthetic_scenes
 
 
 def good_batch():
-  return {"labels": np.array([[1, 0], [0, 1]], np.float32),
-          "proposals": np.array([[[0, 0, 1, 1]], [[0.2, 0.2, 0.5, 0.9]]], np.float32),
-          "image_id": np.array([b"a.jpg", b"b.jpg"])}
+  return {
+      "labels": np.array([[1, 0], [0, 1]], np.float32),
+      "proposals": np.array([[[0, 0, 1, 1]], [[0.2, 0.2, 0.5, 0.9]]], np.float32),
+      "image_id": np.array([b"a.jpg", b"b.jpg"]),
+  }
 
 
 def test_image_without_labels_is_a_clear_error_naming_it():
@@ -21,10 +23,15 @@ def test_image_without_labels_is_a_clear_error_naming_it():
   pipeline.validate_batch(batch, require_labels=False)  # queries may be unlabelled
 
 
-@pytest.mark.parametrize("box, message", [([0.1, 0.1, 1.2, 0.5], "outside"),
-                                          ([-0.1, 0.1, 0.5, 0.5], "outside"),
-                                          ([0.6, 0.1, 0.5, 0.5], "x1 < x0"),
-                                          ([0.1, 0.6, 0.5, 0.5], "x1 < x0")])
+@pytest.mark.parametrize(
+    "box, message",
+    [
+        ([0.1, 0.1, 1.2, 0.5], "outside"),
+        ([-0.1, 0.1, 0.5, 0.5], "outside"),
+        ([0.6, 0.1, 0.5, 0.5], "x1 < x0"),
+        ([0.1, 0.6, 0.5, 0.5], "x1 < x0"),
+    ],
+)
 def test_bad_proposals_are_a_clear_error_naming_the_image(box, message):
   batch = good_batch()
   batch["proposals"][0, 0] = box
@@ -34,10 +41,13 @@ def test_bad_proposals_are_a_clear_error_naming_the_image(box, message):
 
 def test_train_batches_are_deterministic_for_a_seed(tiny_data_dir):
   builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
+
   def first_batches(seed):
-    batches = pipeline.train_batches(builder, split="train", global_batch_size=8, image_size=32,
-                                     seed=seed, shuffle_buffer=64)
+    batches = pipeline.train_batches(
+        builder, split="train", global_batch_size=8, image_size=32, seed=seed, shuffle_buffer=64
+    )
     return [next(batches) for _ in range(3)]
+
   first, again, other = first_batches(1), first_batches(1), first_batches(2)
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a["index"], b["index"])

@@ -52,10 +52,11 @@ def test_first_run_computes_and_counts_skips_second_run_computes_nothing(tmp_pat
 def test_resumes_after_an_interruption_and_picks_up_fixed_files(tmp_path, items):
   cache = tmp_path / "cache"
   prepare.prepare_proposals(items, cache, SETTINGS, num_workers=0, progress=False, verbose=False)
-  prepare.proposal_file(cache, SETTINGS, *items[2]).unlink()   # as if killed before image 2
-  data_fixtures.write_image(items[6][1], "rgb", seed=6)        # the missing file appears
-  report = prepare.prepare_proposals(items, cache, SETTINGS, num_workers=0, progress=False,
-                                     verbose=False)
+  prepare.proposal_file(cache, SETTINGS, *items[2]).unlink()  # as if killed before image 2
+  data_fixtures.write_image(items[6][1], "rgb", seed=6)  # the missing file appears
+  report = prepare.prepare_proposals(
+      items, cache, SETTINGS, num_workers=0, progress=False, verbose=False
+  )
   assert (report.num_computed, report.num_cached) == (2, 4)
   assert report.skips.as_dict()["missing_file"] == 0
   assert "gone" in report.ready_ids
@@ -65,28 +66,33 @@ def test_cached_proposals_equal_a_direct_computation(tmp_path, items):
   cache = tmp_path / "cache"
   prepare.prepare_proposals(items, cache, SETTINGS, num_workers=0, progress=False, verbose=False)
   from iah_jax.data import images
+
   for image_id, path in items[:5]:
     direct = selective_search.selective_search_proposals(images.read_image(path), 12)
     np.testing.assert_array_equal(prepare.load_proposals(cache, SETTINGS, image_id, path), direct)
 
 
 def test_parallel_workers_write_the_same_proposals_as_serial(tmp_path, items):
-  serial = prepare.prepare_proposals(items, tmp_path / "serial", SETTINGS, num_workers=0,
-                                     progress=False, verbose=False)
-  parallel = prepare.prepare_proposals(items, tmp_path / "parallel", SETTINGS, num_workers=2,
-                                       progress=False, verbose=False)
+  serial = prepare.prepare_proposals(
+      items, tmp_path / "serial", SETTINGS, num_workers=0, progress=False, verbose=False
+  )
+  parallel = prepare.prepare_proposals(
+      items, tmp_path / "parallel", SETTINGS, num_workers=2, progress=False, verbose=False
+  )
   assert parallel.num_workers == 2 and parallel.num_computed == 5
   assert parallel.skips.as_dict() == serial.skips.as_dict()
   for image_id, path in items[:5]:
     np.testing.assert_array_equal(
         prepare.load_proposals(tmp_path / "parallel", SETTINGS, image_id, path),
-        prepare.load_proposals(tmp_path / "serial", SETTINGS, image_id, path))
+        prepare.load_proposals(tmp_path / "serial", SETTINGS, image_id, path),
+    )
 
 
 def test_settings_guard_and_settings_keys(tmp_path, items):
   cache = tmp_path / "cache"
-  prepare.prepare_proposals(items[:1], cache, SETTINGS, num_workers=0, progress=False,
-                            verbose=False)
+  prepare.prepare_proposals(
+      items[:1], cache, SETTINGS, num_workers=0, progress=False, verbose=False
+  )
   (prepare.settings_dir(cache, SETTINGS) / "settings.json").write_text('{"method": "other"}')
   with pytest.raises(ValueError, match="was made with settings"):
     prepare.prepare_proposals(items[:1], cache, SETTINGS, num_workers=0, progress=False)
@@ -99,8 +105,9 @@ def test_load_proposals_rejects_missing_and_malformed_files(tmp_path, items):
   cache = tmp_path / "cache"
   with pytest.raises(FileNotFoundError, match="prepare_proposals"):
     prepare.load_proposals(cache, SETTINGS, *items[0])
-  prepare.prepare_proposals(items[:1], cache, SETTINGS, num_workers=0, progress=False,
-                            verbose=False)
+  prepare.prepare_proposals(
+      items[:1], cache, SETTINGS, num_workers=0, progress=False, verbose=False
+  )
   np.save(prepare.proposal_file(cache, SETTINGS, *items[0]), np.zeros((3, 4), np.float32))
   with pytest.raises(ValueError, match="expected float32"):
     prepare.load_proposals(cache, SETTINGS, *items[0])
@@ -108,14 +115,17 @@ def test_load_proposals_rejects_missing_and_malformed_files(tmp_path, items):
 
 def test_whole_image_method_and_generic_method(tmp_path, items):
   whole = prepare.ProposalSettings(method="whole_image", num_proposals=4)
-  report = prepare.prepare_proposals(items, tmp_path / "c", whole, num_workers=0, progress=False,
-                                     verbose=False)
+  report = prepare.prepare_proposals(
+      items, tmp_path / "c", whole, num_workers=0, progress=False, verbose=False
+  )
   assert report.skips.total == 2  # images are still decoded: the skips are real
-  np.testing.assert_array_equal(prepare.load_proposals(tmp_path / "c", whole, *items[0]),
-                                np.tile([[0, 0, 1, 1]], (4, 1)))
+  np.testing.assert_array_equal(
+      prepare.load_proposals(tmp_path / "c", whole, *items[0]), np.tile([[0, 0, 1, 1]], (4, 1))
+  )
   generic = prepare.ProposalSettings(method="generic", num_proposals=10)
-  prepare.prepare_proposals(items[:2], tmp_path / "g", generic, num_workers=0, progress=False,
-                            verbose=False)
+  prepare.prepare_proposals(
+      items[:2], tmp_path / "g", generic, num_workers=0, progress=False, verbose=False
+  )
   boxes = prepare.load_proposals(tmp_path / "g", generic, *items[0])
   assert boxes.shape == (10, 4)
   assert np.all((boxes >= 0) & (boxes <= 1))

@@ -13,8 +13,7 @@ from iah_jax.data import synthetic_scenes
 def naive_iou(a, b):
   area_a = max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0)
   area_b = max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
-  inter = (max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) *
-           max(min(a[3], b[3]) - max(a[1], b[1]), 0.0))
+  inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
   union = area_a + area_b - inter
   return inter / union if union > 0 else 0.0
 
@@ -69,10 +68,12 @@ def test_nms_matches_loop_reference(threshold):
     # Rounded scores create ties, which must go to the lower index.
     scores = np.round(rng.uniform(0, 1, n), 1)
     expected = naive_nms(boxes, scores, threshold)
-    np.testing.assert_array_equal(proposals.nms(boxes, scores, threshold), expected,
-                                  err_msg=f"trial {trial}, n {n}")
-    np.testing.assert_array_equal(proposals.nms(boxes, scores, threshold, max_output=5),
-                                  expected[:5])
+    np.testing.assert_array_equal(
+        proposals.nms(boxes, scores, threshold), expected, err_msg=f"trial {trial}, n {n}"
+    )
+    np.testing.assert_array_equal(
+        proposals.nms(boxes, scores, threshold, max_output=5), expected[:5]
+    )
 
 
 def test_nms_matches_torchvision():
@@ -123,10 +124,10 @@ def test_window_scores_match_loop_reference():
     ry = max(1, round(0.25 * (y1 - y0)))
     window = rgb[y0:y1, x0:x1].reshape(-1, 3).mean(0)
     sides = [  # (outer strip, inner band) per side
-        (rgb[y0:y1, max(x0 - rx, 0):x0], rgb[y0:y1, x0:min(x0 + rx, x1)]),
-        (rgb[y0:y1, x1:min(x1 + rx, 40)], rgb[y0:y1, max(x1 - rx, x0):x1]),
-        (rgb[max(y0 - ry, 0):y0, x0:x1], rgb[y0:min(y0 + ry, y1), x0:x1]),
-        (rgb[y1:min(y1 + ry, 40), x0:x1], rgb[max(y1 - ry, y0):y1, x0:x1]),
+        (rgb[y0:y1, max(x0 - rx, 0) : x0], rgb[y0:y1, x0 : min(x0 + rx, x1)]),
+        (rgb[y0:y1, x1 : min(x1 + rx, 40)], rgb[y0:y1, max(x1 - rx, x0) : x1]),
+        (rgb[max(y0 - ry, 0) : y0, x0:x1], rgb[y0 : min(y0 + ry, y1), x0:x1]),
+        (rgb[y1 : min(y1 + ry, 40), x0:x1], rgb[max(y1 - ry, y0) : y1, x0:x1]),
     ]
     surround, boundary = [], []
     for strip, band in sides:
@@ -147,8 +148,9 @@ def test_generic_proposals_find_an_isolated_square():
   assert proposals.box_iou(best[None], truth[None])[0, 0] >= 0.8
 
 
-@pytest.mark.parametrize("shape,num_proposals", [((64, 64), 100), ((64, 64), 1),
-                                                 ((37, 53), 17), ((6, 6), 2000)])
+@pytest.mark.parametrize(
+    "shape,num_proposals", [((64, 64), 100), ((64, 64), 1), ((37, 53), 17), ((6, 6), 2000)]
+)
 def test_generic_proposals_shape_range_and_determinism(shape, num_proposals):
   rng = np.random.default_rng(4)
   image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
@@ -187,8 +189,10 @@ def test_generic_proposals_reject_bad_images():
 def test_generic_proposals_recall_on_synthetic_scenes():
   """Floors set below what was measured on 150 test scenes (0.5 IoU: 0.82 at N=10, 0.995 at
   N=100); benchmarks/proposal_recall.py reports the full figures."""
-  scenes = [synthetic_scenes.render_scene(synthetic_scenes.example_rng(0, "test", i), 64, 10, 4)
-            for i in range(150)]
+  scenes = [
+      synthetic_scenes.render_scene(synthetic_scenes.example_rng(0, "test", i), 64, 10, 4)
+      for i in range(150)
+  ]
   boxes = [proposals.generic_proposals(image, 100) for image, _, _ in scenes]
   truth = [object_boxes for _, object_boxes, _ in scenes]
   assert proposals.batch_proposal_recall(boxes, truth, 0.5) >= 0.95

@@ -51,8 +51,9 @@ def test_packed_hamming_equals_loop():
   q, d = rng.integers(0, 2, (5, 70)), rng.integers(0, 2, (6, 70))
   want = np.array([[sum(int(a != b) for a, b in zip(qi, di)) for di in d] for qi in q])
   for word_bits in (8, 32, 64):
-    got = retrieval.hamming_distances_packed(retrieval.pack_codes(q, word_bits),
-                                             retrieval.pack_codes(d, word_bits))
+    got = retrieval.hamming_distances_packed(
+        retrieval.pack_codes(q, word_bits), retrieval.pack_codes(d, word_bits)
+    )
     np.testing.assert_array_equal(got, want)
 
 
@@ -60,18 +61,21 @@ def test_packed_hamming_equals_loop():
 # Search
 
 
-@pytest.mark.parametrize("bits,nd,chunk,group", [
-    (64, 3000, 8, 4),      # hierarchical: groups -> chunks -> items
-    (8, 3000, 8, 4),       # 8 bits: huge tie groups
-    (13, 700, 8, 64),      # chunk-only selection (too few chunks for groups)
-    (33, 37, 32, 16),      # database smaller than one block: direct path
-    (5, 1, 32, 16),        # a 1-item database
-])
+@pytest.mark.parametrize(
+    "bits,nd,chunk,group",
+    [
+        (64, 3000, 8, 4),  # hierarchical: groups -> chunks -> items
+        (8, 3000, 8, 4),  # 8 bits: huge tie groups
+        (13, 700, 8, 64),  # chunk-only selection (too few chunks for groups)
+        (33, 37, 32, 16),  # database smaller than one block: direct path
+        (5, 1, 32, 16),  # a 1-item database
+    ],
+)
 def test_jax_search_equals_brute_force(bits, nd, chunk, group):
   rng = np.random.default_rng(bits + nd)
   db = rng.integers(0, 2, (nd, bits))
   queries = rng.integers(0, 2, (21, bits))
-  queries[0] = db[nd // 2]                             # an exact match
+  queries[0] = db[nd // 2]  # an exact match
   index = HammingIndex(db, chunk=chunk, group=group, query_batch=8)
   for k in (1, 50, nd):
     dist, ids = index.search(queries, k)
@@ -89,8 +93,9 @@ def test_default_block_sizes_at_scale_equal_faiss_and_numpy():
   queries = rng.integers(0, 2, (40, 64), dtype=np.uint8)
   queries[:5] = db[[3, 59_999, 30_000, 7, 7]]
   dist, ids = HammingIndex(db).search(queries, 100)
-  full = retrieval.hamming_distances_packed(retrieval.pack_codes(queries, 64),
-                                            retrieval.pack_codes(db, 64))
+  full = retrieval.hamming_distances_packed(
+      retrieval.pack_codes(queries, 64), retrieval.pack_codes(db, 64)
+  )
   want_ids = np.argsort(full, axis=1, kind="stable")[:, :100]
   np.testing.assert_array_equal(ids, want_ids)
   np.testing.assert_array_equal(dist, np.take_along_axis(full, want_ids, axis=1))
@@ -110,7 +115,7 @@ def test_faiss_equals_jax(bits):
     jd, ji = jax_index.search(queries, k)
     fd, fi = faiss_index.search(queries, k)
     np.testing.assert_array_equal(fd, jd)
-    np.testing.assert_array_equal(fi, ji)        # also the order inside ties
+    np.testing.assert_array_equal(fi, ji)  # also the order inside ties
 
 
 def test_k_larger_than_database_is_clipped_and_custom_ids_are_returned():
@@ -132,7 +137,7 @@ def test_index_keeps_only_packed_codes():
 
 def test_eight_fake_devices_equal_one_device(tmp_path):
   rng = np.random.default_rng(8)
-  db = rng.integers(0, 2, (5003, 24)).astype(np.uint8)        # not a multiple of 8 devices
+  db = rng.integers(0, 2, (5003, 24)).astype(np.uint8)  # not a multiple of 8 devices
   queries = rng.integers(0, 2, (40, 24)).astype(np.uint8)
   np.savez(tmp_path / "data.npz", db=db, queries=queries)
   script = textwrap.dedent(f"""
@@ -147,10 +152,15 @@ def test_eight_fake_devices_equal_one_device(tmp_path):
         out[f"d{{k}}"], out[f"i{{k}}"] = index.search(data["queries"], k)
       np.savez({str(tmp_path / 'out.npz')!r}, **out)
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                        timeout=300)
+  env = dict(
+      os.environ,
+      XLA_FLAGS="--xla_force_host_platform_device_count=8",
+      JAX_PLATFORMS="cpu",
+      PYTHONPATH=REPO,
+  )
+  proc = subprocess.run(
+      [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   eight = np.load(tmp_path / "out.npz")
   one = HammingIndex(db, chunk=8, group=4)
@@ -191,7 +201,7 @@ def test_load_rejects_truncated_and_foreign_files(tmp_path):
   HammingIndex(db, label_probs=np.zeros((500, 3))).save(good)
   blob = good.read_bytes()
   cases = {
-      "truncated.npz": blob[:len(blob) // 2],
+      "truncated.npz": blob[: len(blob) // 2],
       "empty.npz": b"",
       "text.npz": b"hello, I am not an index",
   }
@@ -200,8 +210,12 @@ def test_load_rejects_truncated_and_foreign_files(tmp_path):
   np.save(tmp_path / "array.npy", np.zeros(3))
   np.savez(tmp_path / "other.npz", weights=np.zeros(3))
   header = {"magic": "something.else", "version": 1}
-  np.savez(tmp_path / "magic.npz", header=np.frombuffer(json.dumps(header).encode(), np.uint8),
-           packed_codes=np.zeros((1, 2), np.uint32), ids=np.zeros(1, np.int64))
+  np.savez(
+      tmp_path / "magic.npz",
+      header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+      packed_codes=np.zeros((1, 2), np.uint32),
+      ids=np.zeros(1, np.int64),
+  )
   for name in list(cases) + ["array.npy", "other.npz", "magic.npz"]:
     with pytest.raises(ValueError, match="index"):
       HammingIndex.load(tmp_path / name)
@@ -211,8 +225,9 @@ def test_load_rejects_truncated_and_foreign_files(tmp_path):
 
 def test_load_rejects_inconsistent_shapes(tmp_path):
   db = np.random.default_rng(3).integers(0, 2, (10, 40))
-  stored = index_io.save_index(tmp_path / "a.npz", retrieval.pack_codes(db, 32)[:, :1], 40,
-                               np.arange(10))
+  stored = index_io.save_index(
+      tmp_path / "a.npz", retrieval.pack_codes(db, 32)[:, :1], 40, np.arange(10)
+  )
   assert stored is None
   with pytest.raises(ValueError, match="packed_codes"):
     HammingIndex.load(tmp_path / "a.npz")
@@ -224,7 +239,7 @@ def test_load_rejects_inconsistent_shapes(tmp_path):
 
 def test_weighted_with_unit_weights_equals_plain_hamming():
   rng = np.random.default_rng(4)
-  db = rng.integers(0, 2, (400, 12))                  # 12 bits: many ties
+  db = rng.integers(0, 2, (400, 12))  # 12 bits: many ties
   queries = rng.integers(0, 2, (15, 12))
   dist, ids = retrieval.weighted_hamming_search(queries, db, np.ones((15, 12)), 400)
   plain_dist, plain_ids = HammingIndex(db).search(queries, 400)
@@ -260,23 +275,28 @@ def test_weighted_distances_and_query_adaptive_weights_match_loops():
 
 def test_category_tables_hand_made_case():
   # 3 categories of 2-bit pieces; database of 4 items.
-  db_codes = np.array([
-      [[0, 0], [1, 1], [0, 1]],
-      [[0, 1], [1, 1], [0, 0]],
-      [[1, 1], [0, 0], [0, 0]],
-      [[0, 0], [0, 1], [1, 1]],
-  ])
-  db_probs = np.array([
-      [0.9, 0.5, 0.0],      # item 0 in tables 0, 1
-      [0.3, 0.1, 0.1],      # item 1 in table 0 only
-      [0.2, 0.2, 0.19],     # item 2 in tables 0, 1 (p = 0.2 counts, 0.19 does not)
-      [0.0, 0.6, 0.7],      # item 3 in tables 1, 2
-  ])
+  db_codes = np.array(
+      [
+          [[0, 0], [1, 1], [0, 1]],
+          [[0, 1], [1, 1], [0, 0]],
+          [[1, 1], [0, 0], [0, 0]],
+          [[0, 0], [0, 1], [1, 1]],
+      ]
+  )
+  db_probs = np.array(
+      [
+          [0.9, 0.5, 0.0],  # item 0 in tables 0, 1
+          [0.3, 0.1, 0.1],  # item 1 in table 0 only
+          [0.2, 0.2, 0.19],  # item 2 in tables 0, 1 (p = 0.2 counts, 0.19 does not)
+          [0.0, 0.6, 0.7],  # item 3 in tables 1, 2
+      ]
+  )
   tables = CategoryTables(db_codes, db_probs, threshold=0.2)
   assert tables.table_sizes() == [3, 3, 1]
   queries = np.array([[[0, 0], [1, 1], [1, 1]], [[1, 1], [0, 0], [0, 0]]])
-  query_probs = np.array([[0.25, 0.7, 0.05],        # searches tables 1 then 0 (by probability)
-                          [0.1, 0.1, 0.8]])         # searches table 2 only
+  query_probs = np.array(
+      [[0.25, 0.7, 0.05], [0.1, 0.1, 0.8]]  # searches tables 1 then 0 (by probability)
+  )  # searches table 2 only
   results = tables.search(queries, query_probs, k=2)
   assert list(results[0]) == [1, 0]
   # table 1 holds items 0 ([1,1]), 2 ([0,0]), 3 ([0,1]); query piece [1,1]
@@ -286,7 +306,7 @@ def test_category_tables_hand_made_case():
   np.testing.assert_array_equal(results[0][0][0], [0, 1])
   np.testing.assert_array_equal(results[0][0][1], [0, 1])
   assert list(results[1]) == [2]
-  np.testing.assert_array_equal(results[1][2][0], [2])       # item 3 piece [1,1] vs [0,0]
+  np.testing.assert_array_equal(results[1][2][0], [2])  # item 3 piece [1,1] vs [0,0]
   np.testing.assert_array_equal(results[1][2][1], [3])
 
 

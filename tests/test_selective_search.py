@@ -50,7 +50,8 @@ def test_proposals_are_valid_fractions_with_whole_image_first(image):
 
 def test_matches_the_loop_reference(image):
   boxes = selective_search.selective_search_proposals(
-      image, 25, search_max_side=256, nms_iou=0.6, min_side=0.05)
+      image, 25, search_max_side=256, nms_iou=0.6, min_side=0.05
+  )
   np.testing.assert_allclose(boxes, _reference(image, 25, 0.6, 0.05), atol=1e-6)
 
 
@@ -90,14 +91,16 @@ def test_flat_and_tiny_images_are_padded_cyclically():
   # Padding repeats the list from the top: row i equals row i mod (number of distinct boxes).
   np.testing.assert_array_equal(boxes, boxes[np.arange(12) % distinct])
   tiny = np.zeros((4, 5, 3), np.uint8)
-  np.testing.assert_array_equal(selective_search.selective_search_proposals(tiny, 3),
-                                np.tile([[0, 0, 1, 1]], (3, 1)))
+  np.testing.assert_array_equal(
+      selective_search.selective_search_proposals(tiny, 3), np.tile([[0, 0, 1, 1]], (3, 1))
+  )
 
 
 def test_pad_cyclically_and_bad_inputs(image):
   np.testing.assert_array_equal(
-      selective_search.pad_cyclically(np.array([[0, 0, 1, 1], [0, 0, .5, .5]]), 5)[:, 2],
-      [1, .5, 1, .5, 1])
+      selective_search.pad_cyclically(np.array([[0, 0, 1, 1], [0, 0, 0.5, 0.5]]), 5)[:, 2],
+      [1, 0.5, 1, 0.5, 1],
+  )
   with pytest.raises(ValueError, match="empty"):
     selective_search.pad_cyclically(np.zeros((0, 4)), 3)
   with pytest.raises(ValueError, match="uint8"):

@@ -38,10 +38,13 @@ def prepared(tmp_path_factory, offline):
       "b": synthetic_scenes.load_builder(str(tmp_path_factory.mktemp("b")), config),
       "seed1": synthetic_scenes.load_builder(
           str(tmp_path_factory.mktemp("c")),
-          synthetic_scenes.SyntheticScenesConfig(name="small_seed1", seed=1, **SMALL)),
+          synthetic_scenes.SyntheticScenesConfig(name="small_seed1", seed=1, **SMALL),
+      ),
   }
-  return {name: {split: read_split(builder, split) for split in ("train", "test")}
-          for name, builder in builders.items()} | {"builders": builders}
+  return {
+      name: {split: read_split(builder, split) for split in ("train", "test")}
+      for name, builder in builders.items()
+  } | {"builders": builders}
 
 
 def test_class_names():
@@ -65,7 +68,7 @@ def test_scene_rules_over_many_scenes():
     features.check_boxes(boxes, "object boxes")
     assert np.all(labels >= 0) and np.all(labels < 10)
     # Visible extents: no object is reduced to a sliver (>= 50% of an object >= 0.2 S wide).
-    assert np.all((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) >= 0.2 ** 2 * 0.25)
+    assert np.all((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) >= 0.2**2 * 0.25)
     counts.append(len(labels))
     distinct.append(len(set(labels.tolist())))
     seen_categories[labels] += 1
@@ -140,8 +143,10 @@ def test_same_seed_identical_other_seed_differs(prepared):
     for a, b in zip(prepared["a"][split], prepared["b"][split]):
       for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-  differs = [not np.array_equal(a["image"], c["image"])
-             for a, c in zip(prepared["a"]["train"], prepared["seed1"]["train"])]
+  differs = [
+      not np.array_equal(a["image"], c["image"])
+      for a, c in zip(prepared["a"]["train"], prepared["seed1"]["train"])
+  ]
   assert all(differs)
 
 

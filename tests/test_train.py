@@ -39,22 +39,32 @@ def tiny_config(data_dir: str, steps: int = 8):
 def random_batch(batch_size=8, num_classes=5, image_size=16, num_proposals=6, seed=0):
   rng = np.random.default_rng(seed)
   corners = rng.uniform(size=(batch_size, num_proposals, 4))
-  boxes = np.concatenate([np.minimum(corners[..., :2], corners[..., 2:]),
-                          np.maximum(corners[..., :2], corners[..., 2:])], -1)
+  boxes = np.concatenate(
+      [
+          np.minimum(corners[..., :2], corners[..., 2:]),
+          np.maximum(corners[..., :2], corners[..., 2:]),
+      ],
+      -1,
+  )
   labels = (rng.uniform(size=(batch_size, num_classes)) < 0.35).astype(np.float32)
   labels[np.arange(batch_size), rng.integers(0, num_classes, batch_size)] = 1.0
-  return {"image": rng.uniform(size=(batch_size, image_size, image_size, 3)).astype(np.float32),
-          "proposals": boxes.astype(np.float32), "labels": labels}
+  return {
+      "image": rng.uniform(size=(batch_size, image_size, image_size, 3)).astype(np.float32),
+      "proposals": boxes.astype(np.float32),
+      "labels": labels,
+  }
 
 
 def build(config, num_classes=5, image_size=16, num_proposals=6, mesh=None, seed=0):
   mesh = mesh or train.make_mesh()
-  model = train.build_model(config, num_classes, config.semantic_bits[0],
-                            config.bits_per_category[0])
+  model = train.build_model(
+      config, num_classes, config.semantic_bits[0], config.bits_per_category[0]
+  )
   schedule = train.learning_rate_schedule(config, steps_per_epoch=10)
   tx = train.make_optimizer(config, schedule)
-  state = train.create_train_state(model, tx, jax.random.PRNGKey(seed), mesh, image_size,
-                                   num_proposals)
+  state = train.create_train_state(
+      model, tx, jax.random.PRNGKey(seed), mesh, image_size, num_proposals
+  )
   step = train.make_train_step(model, tx, schedule, config, mesh)
   return model, state, step, mesh
 
@@ -93,7 +103,7 @@ def test_one_step_changes_every_parameter_and_reports_terms(compiled):
   changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, after)
   assert all(jax.tree.leaves(changed)), changed
   assert set(terms) >= {"loss", "label_loss", "semantic_loss", "category_loss", "learning_rate"}
-  total = (terms["label_loss"] + terms["semantic_loss"] + terms["category_loss"])
+  total = terms["label_loss"] + terms["semantic_loss"] + terms["category_loss"]
   np.testing.assert_allclose(float(terms["loss"]), float(total), rtol=1e-6)
 
 
@@ -102,8 +112,9 @@ def test_learning_rate_follows_the_step_schedule():
   config.optimizer.learning_rate = 0.1
   config.optimizer.decay_every_epochs = 2.0
   schedule = train.learning_rate_schedule(config, steps_per_epoch=5)  # lr / 10 every 10 steps
-  np.testing.assert_allclose([float(schedule(s)) for s in (0, 9, 10, 19, 20)],
-                             [0.1, 0.1, 0.01, 0.01, 0.001], rtol=1e-6)
+  np.testing.assert_allclose(
+      [float(schedule(s)) for s in (0, 9, 10, 19, 20)], [0.1, 0.1, 0.01, 0.01, 0.001], rtol=1e-6
+  )
 
 
 def test_sharded_step_on_8_devices_equals_one_device():
@@ -127,10 +138,10 @@ def test_sharded_step_on_8_devices_equals_one_device():
       jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), one, eight)
       print("SHARDED_OK", loss_one, loss_eight)
   """ % REPO)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=300)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  result = subprocess.run(
+      [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "SHARDED_OK" in result.stdout
 
@@ -138,6 +149,7 @@ def test_sharded_step_on_8_devices_equals_one_device():
 def test_batch_size_not_divisible_by_devices_is_a_clear_error():
   class EightDeviceMesh:  # check_batch_size reads only the device count
     size = 8
+
   train.check_batch_size(16, EightDeviceMesh())
   with pytest.raises(ValueError, match="batch size 12 is not divisible by the 8 devices"):
     train.check_batch_size(12, EightDeviceMesh())
@@ -146,8 +158,9 @@ def test_batch_size_not_divisible_by_devices_is_a_clear_error():
 def test_non_finite_loss_stops_with_the_step_named():
   terms = {"loss": np.float32(1.0)}
   with pytest.raises(train.NonFiniteLossError, match="step 7"):
-    train._check_finite([(6, terms), (7, {"loss": np.float32(np.nan)}),
-                         (8, {"loss": np.float32(np.inf)})])
+    train._check_finite(
+        [(6, terms), (7, {"loss": np.float32(np.nan)}), (8, {"loss": np.float32(np.inf)})]
+    )
 
 
 def test_unknown_config_key_is_rejected():
@@ -162,8 +175,14 @@ def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir)
   workdir = tmp_path / "run"
   results = train.train_and_evaluate(config, str(workdir))
   written = json.loads((workdir / "results.json").read_text())
-  assert set(written) == {"method", "semantic", "query_adaptive", "category_aware",
-                          "train_seconds", "config"}
+  assert set(written) == {
+      "method",
+      "semantic",
+      "query_adaptive",
+      "category_aware",
+      "train_seconds",
+      "config",
+  }
   semantic = written["semantic"]["8"]
   assert {"map", "wmap", "ndcg@10", "acg@10"} <= set(semantic)
   assert 0.0 <= semantic["map"] <= 1.0
@@ -183,8 +202,14 @@ def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir)
   config.num_train_steps = 12
   model = train.build_model(config, 10, 8, 2)
   builder = train.load_dataset(config)
-  state = train.train(config, model=model, builder=builder, run_dir=str(workdir / "q8_b2"),
-                      mesh=train.make_mesh(), rng=jax.random.PRNGKey(0))
+  state = train.train(
+      config,
+      model=model,
+      builder=builder,
+      run_dir=str(workdir / "q8_b2"),
+      mesh=train.make_mesh(),
+      rng=jax.random.PRNGKey(0),
+  )
   assert int(state.step) == 12
   steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
   assert steps[-1] == 12 and 8 in steps
@@ -196,10 +221,13 @@ def test_checkpoint_round_trip(tmp_path, compiled):
   manager = train.checkpoint_manager(str(tmp_path / "ckpt"), config)
   manager.save(int(state.step), args=train.ocp.args.StandardSave(state), force=True)
   manager.wait_until_finished()
-  restored = train.restore_latest(train.checkpoint_manager(str(tmp_path / "ckpt"), config),
-                                  fresh())
+  restored = train.restore_latest(train.checkpoint_manager(str(tmp_path / "ckpt"), config), fresh())
   assert int(restored.step) == 1
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params),
-               jax.device_get(state.params))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.opt_state),
-               jax.device_get(state.opt_state))
+  jax.tree.map(
+      np.testing.assert_array_equal, jax.device_get(restored.params), jax.device_get(state.params)
+  )
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      jax.device_get(restored.opt_state),
+      jax.device_get(state.opt_state),
+  )

@@ -25,45 +25,61 @@ BACKBONE_SCOPE = "backbone"
 def global_average_pool(feature_map: jax.Array) -> jax.Array:
   """[B, h, w, C] -> [B, C], the mean over the spatial positions."""
   if feature_map.ndim != 4:
-    raise ValueError(f"a backbone must return a feature map [B, h, w, C], got shape "
-                     f"{feature_map.shape}")
+    raise ValueError(
+        f"a backbone must return a feature map [B, h, w, C], got shape " f"{feature_map.shape}"
+    )
   return jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))
 
 
-def backbone_variables(model_variables: Mapping[str, Any],
-                       scope: str = BACKBONE_SCOPE) -> dict:
+def backbone_variables(model_variables: Mapping[str, Any], scope: str = BACKBONE_SCOPE) -> dict:
   """The backbone's variables inside a whole model's: {collection: tree[scope]}.
 
   E.g. {"params": {"backbone": P, "hash": H}, "batch_stats": {"backbone": S}} ->
   {"params": P, "batch_stats": S}. Raises ValueError when there are no backbone parameters.
   """
-  picked = {collection: tree[scope] for collection, tree in model_variables.items()
-            if isinstance(tree, Mapping) and scope in tree}
+  picked = {
+      collection: tree[scope]
+      for collection, tree in model_variables.items()
+      if isinstance(tree, Mapping) and scope in tree
+  }
   if "params" not in picked:
-    raise ValueError(f"the model variables have no params[{scope!r}] (top-level params: "
-                     f"{sorted(model_variables.get('params', {}))})")
+    raise ValueError(
+        f"the model variables have no params[{scope!r}] (top-level params: "
+        f"{sorted(model_variables.get('params', {}))})"
+    )
   return picked
 
 
 def _pooled_features_fn(backbone, variables) -> Callable[[np.ndarray], jax.Array]:
   if isinstance(backbone, nn.Module):
     if variables is None:
-      raise ValueError("a Flax backbone module needs its variables: "
-                       "extract_features(backbone, variables, builder, ...)")
+      raise ValueError(
+          "a Flax backbone module needs its variables: "
+          "extract_features(backbone, variables, builder, ...)"
+      )
     apply = jax.jit(lambda v, images: global_average_pool(backbone.apply(v, images, train=False)))
     return lambda images: apply(variables, images)
   if callable(backbone):
     if variables is not None:
-      raise ValueError("variables are only for a Flax module backbone; a plain function "
-                       "images -> feature map must close over its own parameters")
+      raise ValueError(
+          "variables are only for a Flax module backbone; a plain function "
+          "images -> feature map must close over its own parameters"
+      )
     return jax.jit(lambda images: global_average_pool(backbone(images)))
-  raise ValueError(f"backbone must be a flax.linen.Module or a function images -> feature map, "
-                   f"got {type(backbone).__name__}")
+  raise ValueError(
+      f"backbone must be a flax.linen.Module or a function images -> feature map, "
+      f"got {type(backbone).__name__}"
+  )
 
 
-def extract_features(backbone: nn.Module | Callable, variables: Mapping[str, Any] | None,
-                     builder, split: str, image_size: int,
-                     batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def extract_features(
+    backbone: nn.Module | Callable,
+    variables: Mapping[str, Any] | None,
+    builder,
+    split: str,
+    image_size: int,
+    batch_size: int = 128,
+) -> tuple[np.ndarray, np.ndarray]:
   """Runs the backbone over every image of a TFDS split and average-pools its feature map.
 
   Args:
@@ -83,16 +99,22 @@ def extract_features(backbone: nn.Module | Callable, variables: Mapping[str, Any
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
   pooled_features = _pooled_features_fn(backbone, variables)
   feature_chunks, label_chunks, index_chunks = [], [], []
-  for batch in pipeline.eval_batches(builder, split=split, batch_size=batch_size,
-                                     image_size=image_size):
+  for batch in pipeline.eval_batches(
+      builder, split=split, batch_size=batch_size, image_size=image_size
+  ):
     try:
       pooled = np.asarray(pooled_features(batch["image"]))
     except Exception as err:  # noqa: BLE001 - re-raised unless it is the common mix-up below
-      if isinstance(variables, Mapping) and BACKBONE_SCOPE in variables.get("params", {}) \
-          and isinstance(backbone, nn.Module):
-        raise ValueError("the backbone rejected these variables, which look like a whole "
-                         "model's (they hold params['backbone']): pass "
-                         "backbone_variables(model_variables)") from err
+      if (
+          isinstance(variables, Mapping)
+          and BACKBONE_SCOPE in variables.get("params", {})
+          and isinstance(backbone, nn.Module)
+      ):
+        raise ValueError(
+            "the backbone rejected these variables, which look like a whole "
+            "model's (they hold params['backbone']): pass "
+            "backbone_variables(model_variables)"
+        ) from err
       raise
     real = batch["mask"]
     feature_chunks.append(pooled[real])
@@ -107,7 +129,9 @@ def extract_features(backbone: nn.Module | Callable, variables: Mapping[str, Any
     raise ValueError(f"split {split!r} yields duplicate example indices")
   bad_rows = ~np.all(np.isfinite(features), axis=1)
   if bad_rows.any():
-    raise ValueError(f"the backbone produced non-finite features for {int(bad_rows.sum())} "
-                     f"image(s) of split {split!r}, e.g. index {int(indices[bad_rows][0])}")
+    raise ValueError(
+        f"the backbone produced non-finite features for {int(bad_rows.sum())} "
+        f"image(s) of split {split!r}, e.g. index {int(indices[bad_rows][0])}"
+    )
   labels = np.concatenate(label_chunks)
   return features[order], labels[order].astype(np.uint8)

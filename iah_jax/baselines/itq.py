@@ -43,6 +43,7 @@ def _iterate(projected: jax.Array, rotation: jax.Array, iterations: int):
     left, _, right_t = jnp.linalg.svd(jnp.matmul(codes.T, projected, precision=_HIGHEST))
     rotation = jnp.matmul(right_t.T, left.T, precision=_HIGHEST)
     return rotation, quantisation_error(projected, rotation)
+
   rotation_final, errors = jax.lax.scan(step, rotation, None, length=iterations)
   return rotation_final, jnp.concatenate([quantisation_error(projected, rotation)[None], errors])
 
@@ -64,9 +65,13 @@ def fit_itq(projected, iterations: int = 50, seed: int = 0) -> tuple[np.ndarray,
     raise ValueError(f"ITQ needs projected data [n, q] with n, q >= 1, got {projected.shape}")
   if not np.all(np.isfinite(projected)):
     raise ValueError("ITQ got non-finite projected data")
-  if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
-      or iterations < 0:
+  if (
+      isinstance(iterations, bool)
+      or not isinstance(iterations, (int, np.integer))
+      or iterations < 0
+  ):
     raise ValueError(f"ITQ iterations must be an integer >= 0, got {iterations!r}")
-  rotation, errors = _iterate(jnp.asarray(projected), random_rotation(seed, projected.shape[1]),
-                              int(iterations))
+  rotation, errors = _iterate(
+      jnp.asarray(projected), random_rotation(seed, projected.shape[1]), int(iterations)
+  )
   return np.asarray(rotation), np.asarray(errors)

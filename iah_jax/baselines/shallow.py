@@ -75,6 +75,7 @@ class ShallowHasher:
     eigen_coordinates, eigen_modes: int64 [bits] principal coordinate and mode of each bit (sh).
     options: the method's options as used (JSON-serialisable), including `seed`.
   """
+
   method: str
   bits: int
   mean: np.ndarray
@@ -100,7 +101,7 @@ class ShallowHasher:
     rows = min(features.shape[0], _ENCODE_ROWS)
     codes = []
     for start in range(0, features.shape[0], rows):
-      chunk = features[start:start + rows]
+      chunk = features[start : start + rows]
       real = chunk.shape[0]
       if real < rows:  # pad the last chunk so every call has the same shape (one compilation)
         chunk = np.concatenate([chunk, np.zeros((rows - real, chunk.shape[1]), np.float32)])
@@ -116,8 +117,7 @@ class ShallowHasher:
       # omega_i = k_i pi / (b - a) of the coordinate each bit reads (trainSH.m's omegas).
       widths = (self.range_max - self.range_min)[self.eigen_coordinates].astype(np.float64)
       frequencies = jnp.asarray(self.eigen_modes * math.pi / widths, jnp.float32)
-      return lambda chunk: _spectral_codes(chunk, mean, projection, coordinates, lower,
-                                           frequencies)
+      return lambda chunk: _spectral_codes(chunk, mean, projection, coordinates, lower, frequencies)
     if self.rotation is not None:
       rotation = jnp.asarray(self.rotation)
       return lambda chunk: _rotated_codes(chunk, mean, projection, rotation)
@@ -125,10 +125,14 @@ class ShallowHasher:
 
   def save(self, path) -> None:
     """Writes the hasher to `path` (.npz, no pickle; ".npz" is not appended)."""
-    arrays = {"format": np.array(FORMAT), "method": np.array(self.method),
-              "options": np.array(json.dumps(dict(self.options), sort_keys=True)),
-              "bits": np.array(self.bits, np.int64), "mean": self.mean,
-              "projection": self.projection}
+    arrays = {
+        "format": np.array(FORMAT),
+        "method": np.array(self.method),
+        "options": np.array(json.dumps(dict(self.options), sort_keys=True)),
+        "bits": np.array(self.bits, np.int64),
+        "mean": self.mean,
+        "projection": self.projection,
+    }
     for name in _METHOD_ARRAYS[self.method]:
       arrays[name] = getattr(self, name)
     tmp = f"{os.fspath(path)}.tmp"
@@ -172,8 +176,7 @@ def _spectral_codes(features, mean, projection, coordinates, lower, frequencies)
 # Fitting
 
 
-def fit(method: str, features, bits: int, labels=None, seed: int = 0,
-        **options) -> ShallowHasher:
+def fit(method: str, features, bits: int, labels=None, seed: int = 0, **options) -> ShallowHasher:
   """Fits a shallow hash function on training features.
 
   Args:
@@ -192,8 +195,10 @@ def fit(method: str, features, bits: int, labels=None, seed: int = 0,
     raise ValueError(f"unknown shallow hashing method {method!r}; known: {list(METHODS)}")
   unknown = set(options) - set(_OPTIONS[method])
   if unknown:
-    raise ValueError(f"{method} has no option(s) {sorted(unknown)}; its options are "
-                     f"{sorted(_OPTIONS[method]) or 'none'}")
+    raise ValueError(
+        f"{method} has no option(s) {sorted(unknown)}; its options are "
+        f"{sorted(_OPTIONS[method]) or 'none'}"
+    )
   options = _checked_options(method, {**_OPTIONS[method], **options})
   features = _check_features(features, "training features", min_rows=2).astype(np.float64)
   n, d = features.shape
@@ -206,7 +211,8 @@ def fit(method: str, features, bits: int, labels=None, seed: int = 0,
     raise ValueError(
         f"{method} projects the {d}-dim features onto `bits` {'PCA' if method == 'itq' else 'CCA'}"
         f" directions, so it needs bits <= {d}, got {bits}: use at most {d} bits, or richer "
-        "features, or lsh / sh (which allow more bits than feature dimensions)")
+        "features, or lsh / sh (which allow more bits than feature dimensions)"
+    )
   if method == "itq_cca":
     labels = _check_labels(labels, n)
   mean = features.mean(axis=0)
@@ -218,8 +224,9 @@ def fit(method: str, features, bits: int, labels=None, seed: int = 0,
   if method == "lsh":
     # Random hyperplanes: JAX's counter-based PRNG gives the same W on any platform.
     hyperplanes = jax.random.normal(jax.random.PRNGKey(seed), (d, bits), jnp.float32)
-    return ShallowHasher("lsh", bits, mean.astype(np.float32), np.asarray(hyperplanes),
-                         options=recorded)
+    return ShallowHasher(
+        "lsh", bits, mean.astype(np.float32), np.asarray(hyperplanes), options=recorded
+    )
   if method == "sh":
     return _fit_spectral(centred, mean, bits, recorded)
 
@@ -228,12 +235,20 @@ def fit(method: str, features, bits: int, labels=None, seed: int = 0,
     directions, _ = subspaces.principal_directions(centred, bits)
   else:
     directions, correlations = subspaces.canonical_directions(
-        centred, labels - labels.mean(axis=0), bits, options["regularisation"])
+        centred, labels - labels.mean(axis=0), bits, options["regularisation"]
+    )
     directions = directions * correlations  # Gong et al.: scale by the canonical correlations
   projection = directions.astype(np.float32)
   rotation, history = itq.fit_itq(centred @ projection.astype(np.float64), iterations, seed)
-  return ShallowHasher(method, bits, mean.astype(np.float32), projection, rotation=rotation,
-                       history=history, options=recorded)
+  return ShallowHasher(
+      method,
+      bits,
+      mean.astype(np.float32),
+      projection,
+      rotation=rotation,
+      history=history,
+      options=recorded,
+  )
 
 
 def _checked_options(method: str, options: dict) -> dict:
@@ -241,16 +256,23 @@ def _checked_options(method: str, options: dict) -> dict:
   checked = dict(options)
   if "iterations" in options:
     iterations = options["iterations"]
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
-        or iterations < 0:
+    if (
+        isinstance(iterations, bool)
+        or not isinstance(iterations, (int, np.integer))
+        or iterations < 0
+    ):
       raise ValueError(f"{method} iterations must be an integer >= 0, got {iterations!r}")
     checked["iterations"] = int(iterations)
   if "regularisation" in options:
     regularisation = options["regularisation"]
-    if isinstance(regularisation, bool) or not isinstance(regularisation, (int, float, np.number)) \
-        or not (math.isfinite(regularisation) and regularisation > 0):
-      raise ValueError(f"{method} regularisation must be a positive number, got "
-                       f"{regularisation!r}")
+    if (
+        isinstance(regularisation, bool)
+        or not isinstance(regularisation, (int, float, np.number))
+        or not (math.isfinite(regularisation) and regularisation > 0)
+    ):
+      raise ValueError(
+          f"{method} regularisation must be a positive number, got " f"{regularisation!r}"
+      )
     checked["regularisation"] = float(regularisation)
   return checked
 
@@ -264,10 +286,17 @@ def _fit_spectral(centred, mean, bits, recorded) -> ShallowHasher:
   eps = np.finfo(np.float64).eps
   range_min, range_max = principal.min(axis=0) - eps, principal.max(axis=0) + eps
   coordinates, modes = spectral.select_eigenfunctions(range_max - range_min, bits)
-  return ShallowHasher("sh", bits, mean.astype(np.float32), directions,
-                       range_min=range_min.astype(np.float32),
-                       range_max=range_max.astype(np.float32),
-                       eigen_coordinates=coordinates, eigen_modes=modes, options=recorded)
+  return ShallowHasher(
+      "sh",
+      bits,
+      mean.astype(np.float32),
+      directions,
+      range_min=range_min.astype(np.float32),
+      range_max=range_max.astype(np.float32),
+      eigen_coordinates=coordinates,
+      eigen_modes=modes,
+      options=recorded,
+  )
 
 
 def fit_itq(projected, iterations: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -283,33 +312,44 @@ def _check_features(features, what: str, dim: int | None = None, min_rows: int =
   array = np.asarray(features)
   if array.ndim != 2:
     raise ValueError(f"{what} must be a 2-D array [n, d], got shape {array.shape}")
-  if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-          or array.dtype == np.bool_):
+  if not (
+      np.issubdtype(array.dtype, np.floating)
+      or np.issubdtype(array.dtype, np.integer)
+      or array.dtype == np.bool_
+  ):
     raise ValueError(f"{what} must be numeric, got dtype {array.dtype}")
   if array.shape[0] < min_rows:
     raise ValueError(f"{what}: need at least {min_rows} rows, got {array.shape[0]}")
   if dim is not None and array.shape[1] != dim:
-    raise ValueError(f"{what} have {array.shape[1]} dimensions but the hasher was fitted on "
-                     f"{dim}-dim features")
+    raise ValueError(
+        f"{what} have {array.shape[1]} dimensions but the hasher was fitted on "
+        f"{dim}-dim features"
+    )
   if array.shape[1] < 1:
     raise ValueError(f"{what} have no dimensions (shape {array.shape})")
   array = array.astype(np.float32) if dim is not None else array.astype(np.float64)
   bad = ~np.isfinite(array)
   if bad.any():
     row, column = np.argwhere(bad)[0]
-    raise ValueError(f"{what} contain {int(bad.sum())} non-finite value(s) (NaN or Inf), first "
-                     f"at row {row}, column {column}")
+    raise ValueError(
+        f"{what} contain {int(bad.sum())} non-finite value(s) (NaN or Inf), first "
+        f"at row {row}, column {column}"
+    )
   return array
 
 
 def _check_labels(labels, n: int) -> np.ndarray:
   if labels is None:
-    raise ValueError("itq_cca needs the training labels: fit('itq_cca', features, bits, "
-                     "labels=<{0,1} array [n, c]>)")
+    raise ValueError(
+        "itq_cca needs the training labels: fit('itq_cca', features, bits, "
+        "labels=<{0,1} array [n, c]>)"
+    )
   labels = np.asarray(labels)
   if labels.ndim != 2 or labels.shape[0] != n or labels.shape[1] < 1:
-    raise ValueError(f"labels must be a 2-D array [n, c] with n = {n} (one row per feature "
-                     f"vector), got shape {labels.shape}")
+    raise ValueError(
+        f"labels must be a 2-D array [n, c] with n = {n} (one row per feature "
+        f"vector), got shape {labels.shape}"
+    )
   labels = labels.astype(np.float64)
   if not np.all(np.isfinite(labels)):
     raise ValueError("labels contain non-finite values")
@@ -324,8 +364,9 @@ def load(path) -> ShallowHasher:
   except FileNotFoundError:
     raise
   except Exception as err:  # noqa: BLE001 - any parse failure means "not our file"
-    raise ValueError(f"{path} is not a readable shallow-hasher archive: "
-                     f"{type(err).__name__}: {err}") from None
+    raise ValueError(
+        f"{path} is not a readable shallow-hasher archive: " f"{type(err).__name__}: {err}"
+    ) from None
   if not isinstance(archive, np.lib.npyio.NpzFile):
     raise ValueError(f"{path} is a single .npy array, not a shallow-hasher archive")
   with archive:
@@ -334,9 +375,11 @@ def load(path) -> ShallowHasher:
     except Exception as err:  # noqa: BLE001 - zlib / zip errors of a cut-off file
       raise ValueError(f"{path}: the archive is damaged or truncated: {err}") from None
   if "format" not in stored or str(stored["format"]) != FORMAT:
-    raise ValueError(f"{path} is not a shallow-hasher archive (format "
-                     f"{str(stored['format']) if 'format' in stored else None!r}, expected "
-                     f"{FORMAT!r})")
+    raise ValueError(
+        f"{path} is not a shallow-hasher archive (format "
+        f"{str(stored['format']) if 'format' in stored else None!r}, expected "
+        f"{FORMAT!r})"
+    )
   method = str(stored.get("method", ""))
   if method not in METHODS:
     raise ValueError(f"{path}: unknown method {method!r}")
@@ -345,15 +388,22 @@ def load(path) -> ShallowHasher:
     raise ValueError(f"{path}: {method} archive is missing {sorted(missing)}")
   bits, mean, projection = int(stored["bits"]), stored["mean"], stored["projection"]
   if mean.ndim != 1 or projection.ndim != 2 or projection.shape[0] != mean.shape[0]:
-    raise ValueError(f"{path}: inconsistent shapes mean {mean.shape}, projection "
-                     f"{projection.shape}")
+    raise ValueError(
+        f"{path}: inconsistent shapes mean {mean.shape}, projection " f"{projection.shape}"
+    )
   extra = {name: stored[name] for name in _METHOD_ARRAYS[method]}
-  expected = {"rotation": (bits, bits), "eigen_coordinates": (bits,), "eigen_modes": (bits,),
-              "range_min": (projection.shape[1],), "range_max": (projection.shape[1],)}
+  expected = {
+      "rotation": (bits, bits),
+      "eigen_coordinates": (bits,),
+      "eigen_modes": (bits,),
+      "range_min": (projection.shape[1],),
+      "range_max": (projection.shape[1],),
+  }
   for name, value in extra.items():
     if name in expected and value.shape != expected[name]:
       raise ValueError(f"{path}: {name} has shape {value.shape}, expected {expected[name]}")
   if method != "sh" and projection.shape[1] != bits:
     raise ValueError(f"{path}: projection has {projection.shape[1]} columns for {bits} bits")
-  return ShallowHasher(method, bits, mean, projection, options=json.loads(str(stored["options"])),
-                       **extra)
+  return ShallowHasher(
+      method, bits, mean, projection, options=json.loads(str(stored["options"])), **extra
+  )

@@ -32,8 +32,9 @@ def _inverse_sqrt(matrix: np.ndarray) -> np.ndarray:
   return (vectors / np.sqrt(values)) @ vectors.T
 
 
-def canonical_directions(centred_x: np.ndarray, centred_y: np.ndarray, count: int,
-                         regularisation: float) -> tuple[np.ndarray, np.ndarray]:
+def canonical_directions(
+    centred_x: np.ndarray, centred_y: np.ndarray, count: int, regularisation: float
+) -> tuple[np.ndarray, np.ndarray]:
   """Regularised CCA of centred features [n, d] against centred targets [n, c].
 
   Solves max corr(x w, y v) with Cxx + rx I and Cyy + ry I in place of the covariances, where

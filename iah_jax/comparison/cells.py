@@ -43,9 +43,18 @@ from iah_jax.data import features
 logger = logging.getLogger("iah_jax")
 
 DEEP_METHODS = ("iah", "one_stage", "dsrh", "qadwh", "category_baseline")
-SHALLOW_METHODS = baselines.METHODS        # lsh, sh, itq, itq_cca
-ALL_METHODS = ("iah", "one_stage", "dsrh", "qadwh", "category_baseline", "itq_cca", "itq", "sh",
-               "lsh")
+SHALLOW_METHODS = baselines.METHODS  # lsh, sh, itq, itq_cca
+ALL_METHODS = (
+    "iah",
+    "one_stage",
+    "dsrh",
+    "qadwh",
+    "category_baseline",
+    "itq_cca",
+    "itq",
+    "sh",
+    "lsh",
+)
 # Features for the shallow baselines from a supplied backbone (config.model.pretrained).
 PRETRAINED = "pretrained"
 # Deep methods whose codes are not semantic codes of the paper's tables.
@@ -63,8 +72,9 @@ def bits_per_category(config: ml_collections.ConfigDict, bits: int) -> int:
   return max(1, bits // 4)
 
 
-def method_config(config: ml_collections.ConfigDict, method: str, bits: int,
-                  category_bits: int) -> ml_collections.ConfigDict:
+def method_config(
+    config: ml_collections.ConfigDict, method: str, bits: int, category_bits: int
+) -> ml_collections.ConfigDict:
   """A copy of `config` for one method and one (q, b) pair, validated."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
@@ -104,7 +114,7 @@ def finished_cells(workdir: str) -> list[dict]:
 def save_cell(workdir: str, cell: dict) -> None:
   path = cell_path(workdir, cell["method"], cell["bits"])
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  partial = path + ".partial"   # a cell file is either complete or absent
+  partial = path + ".partial"  # a cell file is either complete or absent
   with open(partial, "w") as file:
     json.dump(cell, file, indent=2, default=train.json_default)
   os.replace(partial, path)
@@ -134,8 +144,14 @@ def trained_state(config: ml_collections.ConfigDict, builder, mesh, run_dir: str
   q, b = int(config.semantic_bits[0]), int(config.bits_per_category[0])
   model = train.build_model(config, num_classes, q, b)
   started = time.perf_counter()
-  state = train.train(config, model=model, builder=builder, run_dir=run_dir, mesh=mesh,
-                      rng=jax.random.PRNGKey(config.seed))
+  state = train.train(
+      config,
+      model=model,
+      builder=builder,
+      run_dir=run_dir,
+      mesh=mesh,
+      rng=jax.random.PRNGKey(config.seed),
+  )
   train_seconds = _add_train_seconds(run_dir, time.perf_counter() - started)
   selecting = bool(config.dataset.validation_split)
   manager = train.checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
@@ -145,47 +161,70 @@ def trained_state(config: ml_collections.ConfigDict, builder, mesh, run_dir: str
   return model, state, best_step, train_seconds
 
 
-def run_deep_cell(config: ml_collections.ConfigDict, method: str, bits: int, builder, mesh,
-                  workdir: str, ks: tuple[int, ...]) -> dict:
+def run_deep_cell(
+    config: ml_collections.ConfigDict,
+    method: str,
+    bits: int,
+    builder,
+    mesh,
+    workdir: str,
+    ks: tuple[int, ...],
+) -> dict:
   """Trains `method` at q = bits (b paired by `bits_per_category`) and evaluates its codes."""
   category_bits = bits_per_category(config, bits)
   config = method_config(config, method, bits, category_bits)
   model, state, best_step, train_seconds = trained_state(
-      config, builder, mesh, run_directory(workdir, method, bits, category_bits))
+      config, builder, mesh, run_directory(workdir, method, bits, category_bits)
+  )
 
   started = time.perf_counter()
   encode_step = train.make_encode_step(model, mesh, config)
-  database = train.encode_split(state, encode_step, builder, config.dataset.database_split,
-                                config, mesh)
-  queries = train.encode_split(state, encode_step, builder, config.dataset.query_split, config,
-                               mesh)
+  database = train.encode_split(
+      state, encode_step, builder, config.dataset.database_split, config, mesh
+  )
+  queries = train.encode_split(
+      state, encode_step, builder, config.dataset.query_split, config, mesh
+  )
   with config.unlocked():
     config.eval.ks = ks
   evaluated = train.evaluate_run(database, queries, config)
-  cell = {"method": method, "kind": "deep", "bits": bits, "bits_per_category": category_bits,
-          "ranking": "hamming", "metrics": evaluated["semantic"], "variants": {},
-          "semantic_table": method not in _CATEGORY_ONLY, "best_step": best_step,
-          "train_seconds": train_seconds, "num_queries": len(queries["labels"]),
-          "num_database": len(database["labels"])}
+  cell = {
+      "method": method,
+      "kind": "deep",
+      "bits": bits,
+      "bits_per_category": category_bits,
+      "ranking": "hamming",
+      "metrics": evaluated["semantic"],
+      "variants": {},
+      "semantic_table": method not in _CATEGORY_ONLY,
+      "best_step": best_step,
+      "train_seconds": train_seconds,
+      "num_queries": len(queries["labels"]),
+      "num_database": len(database["labels"]),
+  }
   if "query_adaptive" in evaluated:
     if method in _QUERY_ADAPTIVE:  # the method's own ranking; plain Hamming as the variant
       cell["ranking"] = QUERY_ADAPTIVE
-      cell["metrics"], cell["variants"]["plain Hamming"] = (evaluated["query_adaptive"],
-                                                            evaluated["semantic"])
+      cell["metrics"], cell["variants"]["plain Hamming"] = (
+          evaluated["query_adaptive"],
+          evaluated["semantic"],
+      )
     else:
       cell["variants"]["query-adaptive weighted Hamming"] = evaluated["query_adaptive"]
   if "category_aware" in evaluated:
     category = evaluated["category_aware"]
     cell["category_aware"] = {key: category[key] for key in ("map", "per_category_map")}
     if "probability_tables" in category:  # IAH's own section IV retrieval
-      cell["category_aware_tables"] = {key: category["probability_tables"][key]
-                                       for key in ("map", "per_category_map")}
+      cell["category_aware_tables"] = {
+          key: category["probability_tables"][key] for key in ("map", "per_category_map")
+      }
   cell["eval_seconds"] = time.perf_counter() - started
   return cell
 
 
-def backbone_features(config: ml_collections.ConfigDict, source: str, bits: int, builder, mesh,
-                      workdir: str) -> dict:
+def backbone_features(
+    config: ml_collections.ConfigDict, source: str, bits: int, builder, mesh, workdir: str
+) -> dict:
   """Pooled backbone features {fit, database, query} x {features, labels} for the shallow
   baselines, cached in <workdir>/features/<source>_q<bits>.npz.
 
@@ -195,8 +234,11 @@ def backbone_features(config: ml_collections.ConfigDict, source: str, bits: int,
   """
   name = f"{PRETRAINED}.npz" if source == PRETRAINED else f"{source}_q{bits}.npz"
   path = os.path.join(workdir, "features", name)
-  splits = {"fit": config.dataset.train_split, "database": config.dataset.database_split,
-            "query": config.dataset.query_split}
+  splits = {
+      "fit": config.dataset.train_split,
+      "database": config.dataset.database_split,
+      "query": config.dataset.query_split,
+  }
   if os.path.exists(path):
     with np.load(path, allow_pickle=False) as cached:
       return {key: cached[key] for key in cached.files}
@@ -204,30 +246,41 @@ def backbone_features(config: ml_collections.ConfigDict, source: str, bits: int,
   category_bits = bits_per_category(config, bits)
   if source == PRETRAINED:
     if not config.model.pretrained:
-      raise ValueError("features_from='pretrained' needs config.model.pretrained (converted "
-                       "backbone weights, see iah_jax.convert)")
+      raise ValueError(
+          "features_from='pretrained' needs config.model.pretrained (converted "
+          "backbone weights, see iah_jax.convert)"
+      )
     source_config = method_config(config, "iah", bits, category_bits)
     num_classes = builder.info.features[features.LABELS].shape[0]
     model = train.build_model(source_config, num_classes, bits, category_bits)
     num_proposals = builder.info.features[features.PROPOSALS].shape[0]
     tx = train.make_optimizer(source_config, train.learning_rate_schedule(source_config, 1))
-    state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed), mesh,
-                                     config.dataset.image_size, num_proposals)
+    state = train.create_train_state(
+        model, tx, jax.random.PRNGKey(config.seed), mesh, config.dataset.image_size, num_proposals
+    )
     state = train.load_pretrained(state, source_config)
   else:
     if source not in DEEP_METHODS:
-      raise ValueError(f"features_from must be one of {DEEP_METHODS + (PRETRAINED,)}, got "
-                       f"{source!r}")
+      raise ValueError(
+          f"features_from must be one of {DEEP_METHODS + (PRETRAINED,)}, got " f"{source!r}"
+      )
     source_config = method_config(config, source, bits, category_bits)
-    model, state, _, _ = trained_state(source_config, builder, mesh,
-                                       run_directory(workdir, source, bits, category_bits))
-  variables = feature_lib.backbone_variables({"params": state.params,
-                                              "batch_stats": state.batch_stats})
+    model, state, _, _ = trained_state(
+        source_config, builder, mesh, run_directory(workdir, source, bits, category_bits)
+    )
+  variables = feature_lib.backbone_variables(
+      {"params": state.params, "batch_stats": state.batch_stats}
+  )
   arrays = {}
   for key, split in splits.items():
     arrays[f"{key}_features"], arrays[f"{key}_labels"] = feature_lib.extract_features(
-        model.backbone, variables, builder, split, config.dataset.image_size,
-        batch_size=config.eval.batch_size)
+        model.backbone,
+        variables,
+        builder,
+        split,
+        config.dataset.image_size,
+        batch_size=config.eval.batch_size,
+    )
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path + ".partial", "wb") as file:
     np.savez(file, **arrays)
@@ -235,35 +288,68 @@ def backbone_features(config: ml_collections.ConfigDict, source: str, bits: int,
   return arrays
 
 
-def run_shallow_cell(config: ml_collections.ConfigDict, method: str, bits: int, builder, mesh,
-                     workdir: str, ks: tuple[int, ...], features_from: str) -> dict:
+def run_shallow_cell(
+    config: ml_collections.ConfigDict,
+    method: str,
+    bits: int,
+    builder,
+    mesh,
+    workdir: str,
+    ks: tuple[int, ...],
+    features_from: str,
+) -> dict:
   """Fits a shallow baseline on backbone features of the fit split and evaluates it."""
   arrays = backbone_features(config, features_from, bits, builder, mesh, workdir)
   started = time.perf_counter()
-  hasher = baselines.fit(method, arrays["fit_features"], bits, labels=arrays["fit_labels"],
-                         seed=config.seed)
+  hasher = baselines.fit(
+      method, arrays["fit_features"], bits, labels=arrays["fit_labels"], seed=config.seed
+  )
   fit_seconds = time.perf_counter() - started
   started = time.perf_counter()
   scores = metrics.retrieval_metrics(
-      hasher.encode(arrays["query_features"]), hasher.encode(arrays["database_features"]),
-      arrays["query_labels"], arrays["database_labels"], ks=ks, ties=config.eval.ties)
-  return {"method": method, "kind": "shallow", "bits": bits,
-          "bits_per_category": None, "ranking": "hamming", "semantic_table": True,
-          "features_from": features_from, "best_step": None, "train_seconds": fit_seconds,
-          "eval_seconds": time.perf_counter() - started, "metrics": scores, "variants": {},
-          "num_queries": len(arrays["query_labels"]),
-          "num_database": len(arrays["database_labels"])}
+      hasher.encode(arrays["query_features"]),
+      hasher.encode(arrays["database_features"]),
+      arrays["query_labels"],
+      arrays["database_labels"],
+      ks=ks,
+      ties=config.eval.ties,
+  )
+  return {
+      "method": method,
+      "kind": "shallow",
+      "bits": bits,
+      "bits_per_category": None,
+      "ranking": "hamming",
+      "semantic_table": True,
+      "features_from": features_from,
+      "best_step": None,
+      "train_seconds": fit_seconds,
+      "eval_seconds": time.perf_counter() - started,
+      "metrics": scores,
+      "variants": {},
+      "num_queries": len(arrays["query_labels"]),
+      "num_database": len(arrays["database_labels"]),
+  }
 
 
-def run_cell(config: ml_collections.ConfigDict, method: str, bits: int, builder, mesh,
-             workdir: str, ks: tuple[int, ...], features_from: str) -> dict:
+def run_cell(
+    config: ml_collections.ConfigDict,
+    method: str,
+    bits: int,
+    builder,
+    mesh,
+    workdir: str,
+    ks: tuple[int, ...],
+    features_from: str,
+) -> dict:
   """The finished cell from disk, or the cell computed now and saved."""
   cell = load_cell(workdir, method, bits)
   if cell is not None and cell.get("features_from", features_from) != features_from:
     raise ValueError(
         f"{cell_path(workdir, method, bits)} was fitted on features from "
         f"{cell['features_from']!r}, not {features_from!r}: delete it (or use another workdir) "
-        "to refit; one report never mixes feature sources silently")
+        "to refit; one report never mixes feature sources silently"
+    )
   if cell is not None:
     logger.info("%s q=%d: finished earlier (%s)", method, bits, cell_path(workdir, method, bits))
     return cell
@@ -275,6 +361,12 @@ def run_cell(config: ml_collections.ConfigDict, method: str, bits: int, builder,
     raise ValueError(f"unknown method {method!r}; known: {ALL_METHODS}")
   if jax.process_index() == 0:
     save_cell(workdir, cell)
-  logger.info("%s q=%d: MAP %.4f (%.0f s training, %.0f s evaluation)", method, bits,
-              cell["metrics"]["map"], cell["train_seconds"], cell["eval_seconds"])
+  logger.info(
+      "%s q=%d: MAP %.4f (%.0f s training, %.0f s evaluation)",
+      method,
+      bits,
+      cell["metrics"]["map"],
+      cell["train_seconds"],
+      cell["eval_seconds"],
+  )
   return cell

@@ -19,9 +19,17 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
-TITLES = {"iah": "IAH", "one_stage": "One-Stage (DNNH)", "dsrh": "DSRH", "qadwh": "QaDWH",
-          "category_baseline": "Category baseline (Fig. 9)", "itq_cca": "ITQ-CCA", "itq": "ITQ",
-          "sh": "SH", "lsh": "LSH"}
+TITLES = {
+    "iah": "IAH",
+    "one_stage": "One-Stage (DNNH)",
+    "dsrh": "DSRH",
+    "qadwh": "QaDWH",
+    "category_baseline": "Category baseline (Fig. 9)",
+    "itq_cca": "ITQ-CCA",
+    "itq": "ITQ",
+    "sh": "SH",
+    "lsh": "LSH",
+}
 
 
 TABLES = "section IV tables, p >= 0.2"
@@ -33,8 +41,12 @@ def _title(method: str) -> str:
 
 
 def _curve_ks(cells: list[dict], name: str) -> list[int]:
-  found = {int(key.split("@")[1]) for cell in cells for key in cell["metrics"]
-           if key.startswith(name + "@")}
+  found = {
+      int(key.split("@")[1])
+      for cell in cells
+      for key in cell["metrics"]
+      if key.startswith(name + "@")
+  }
   return sorted(found)
 
 
@@ -55,8 +67,10 @@ def _metric_table(rows: dict[str, dict[int, dict]], bits: list[int], key: str) -
   for q in bits:
     values = [row[q][key] for row in rows.values() if q in row and key in row[q]]
     best[q] = max(values) if values else None
-  lines = ["| method | " + " | ".join(f"{q} bits" for q in bits) + " |",
-           "|---|" + "---:|" * len(bits)]
+  lines = [
+      "| method | " + " | ".join(f"{q} bits" for q in bits) + " |",
+      "|---|" + "---:|" * len(bits),
+  ]
   for title, row in rows.items():
     cells = []
     for q in bits:
@@ -79,8 +93,13 @@ def _plot_curves(cells: list[dict], q: int, name: str, path: str) -> bool:
     ks = _curve_ks([cell], name)
     if not ks:
       continue
-    axes.plot(ks, [cell["metrics"][f"{name}@{k}"] for k in ks], marker="o", markersize=3,
-              label=_title(cell["method"]))
+    axes.plot(
+        ks,
+        [cell["metrics"][f"{name}@{k}"] for k in ks],
+        marker="o",
+        markersize=3,
+        label=_title(cell["method"]),
+    )
     drawn = True
   if drawn:
     axes.set_xscale("log")
@@ -95,15 +114,16 @@ def _plot_curves(cells: list[dict], q: int, name: str, path: str) -> bool:
   return drawn
 
 
-def _plot_per_category(entries: list[tuple[str, list]], class_names: list[str], b: int,
-                       path: str) -> None:
+def _plot_per_category(
+    entries: list[tuple[str, list]], class_names: list[str], b: int, path: str
+) -> None:
   figure, axes = plt.subplots(figsize=(max(6, 0.6 * len(class_names) * len(entries)), 4))
   width = 0.8 / len(entries)
   for offset, (title, values) in enumerate(entries):
-    positions = [index + (offset - (len(entries) - 1) / 2) * width
-                 for index in range(len(class_names))]
-    axes.bar(positions, [0.0 if value is None else value for value in values], width,
-             label=title)
+    positions = [
+        index + (offset - (len(entries) - 1) / 2) * width for index in range(len(class_names))
+    ]
+    axes.bar(positions, [0.0 if value is None else value for value in values], width, label=title)
   axes.set_xticks(range(len(class_names)))
   axes.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
   axes.set_ylabel("MAP")
@@ -115,22 +135,36 @@ def _plot_per_category(entries: list[tuple[str, list]], class_names: list[str], 
   plt.close(figure)
 
 
-def write_report(cells: list[dict], workdir: str, *, dataset: str, table_ks: tuple[int, ...],
-                 class_names: list[str], ties: str, notes: list[str] = ()) -> str:
+def write_report(
+    cells: list[dict],
+    workdir: str,
+    *,
+    dataset: str,
+    table_ks: tuple[int, ...],
+    class_names: list[str],
+    ties: str,
+    notes: list[str] = (),
+) -> str:
   """Writes comparison.md and the PNGs into `workdir`; returns the Markdown text."""
   bits = sorted({cell["bits"] for cell in cells})
   rows = _semantic_rows(cells)
   sizes = next(((cell["num_queries"], cell["num_database"]) for cell in cells), (0, 0))
-  lines = [f"# Method comparison: {dataset}", "",
-           f"{sizes[0]} queries against {sizes[1]} database images; Hamming ranking (QaDWH: "
-           f"query-adaptive weighted Hamming ranking), ties {ties!r}; relevant = at least one "
-           "shared label, graded by the number of shared labels. Layout of IAH Table II.", ""]
+  lines = [
+      f"# Method comparison: {dataset}",
+      "",
+      f"{sizes[0]} queries against {sizes[1]} database images; Hamming ranking (QaDWH: "
+      f"query-adaptive weighted Hamming ranking), ties {ties!r}; relevant = at least one "
+      "shared label, graded by the number of shared labels. Layout of IAH Table II.",
+      "",
+  ]
   lines += [f"- {note}" for note in notes]
   if notes:
     lines.append("")
-  metric_keys = ([(f"NDCG@{k}", f"ndcg@{k}") for k in table_ks]
-                 + [(f"ACG@{k}", f"acg@{k}") for k in table_ks]
-                 + [("MAP", "map"), ("Weighted MAP", "wmap")])
+  metric_keys = (
+      [(f"NDCG@{k}", f"ndcg@{k}") for k in table_ks]
+      + [(f"ACG@{k}", f"acg@{k}") for k in table_ks]
+      + [("MAP", "map"), ("Weighted MAP", "wmap")]
+  )
   for title, key in metric_keys:
     lines += [f"## {title}", ""] + _metric_table(rows, bits, key) + [""]
 
@@ -144,25 +178,32 @@ def write_report(cells: list[dict], workdir: str, *, dataset: str, table_ks: tup
 
   category_cells = [cell for cell in cells if "category_aware" in cell]
   if category_cells:
-    lines += ["## Category-aware codes: per-category MAP (IAH Figs. 8-9)", "",
-              "For category j every query carrying j ranks database items by the Hamming "
-              "distance of piece j; relevant = the item carries j. IAH's own retrieval (section "
-              f"IV, '{TABLES}') searches table j only when the query's p_j >= 0.2 and holds only "
-              f"items with p_j >= 0.2 (relevant items left out count as missed); "
-              f"'{WHOLE_DATABASE}' ranks every item. The Fig. 9 baseline has no p.", "",
-              "| method | b | mean | " + " | ".join(class_names) + " |",
-              "|---|---:|---:|" + "---:|" * len(class_names)]
+    lines += [
+        "## Category-aware codes: per-category MAP (IAH Figs. 8-9)",
+        "",
+        "For category j every query carrying j ranks database items by the Hamming "
+        "distance of piece j; relevant = the item carries j. IAH's own retrieval (section "
+        f"IV, '{TABLES}') searches table j only when the query's p_j >= 0.2 and holds only "
+        f"items with p_j >= 0.2 (relevant items left out count as missed); "
+        f"'{WHOLE_DATABASE}' ranks every item. The Fig. 9 baseline has no p.",
+        "",
+        "| method | b | mean | " + " | ".join(class_names) + " |",
+        "|---|---:|---:|" + "---:|" * len(class_names),
+    ]
     by_b: dict[int, list[tuple[str, list]]] = {}
     for cell in sorted(category_cells, key=lambda cell: cell["bits_per_category"]):
       variants = [(_title(cell["method"]), cell["category_aware"])]
       if "category_aware_tables" in cell:  # the method's own retrieval first, then without
-        variants = [(f"{_title(cell['method'])} ({TABLES})", cell["category_aware_tables"]),
-                    (f"{_title(cell['method'])} ({WHOLE_DATABASE})", cell["category_aware"])]
+        variants = [
+            (f"{_title(cell['method'])} ({TABLES})", cell["category_aware_tables"]),
+            (f"{_title(cell['method'])} ({WHOLE_DATABASE})", cell["category_aware"]),
+        ]
       for title, scores in variants:
         per_category = scores["per_category_map"]
         values = " | ".join("-" if value is None else f"{value:.4f}" for value in per_category)
-        lines.append(f"| {title} | {cell['bits_per_category']} | {scores['map']:.4f} | "
-                     f"{values} |")
+        lines.append(
+            f"| {title} | {cell['bits_per_category']} | {scores['map']:.4f} | " f"{values} |"
+        )
         by_b.setdefault(cell["bits_per_category"], []).append((title, per_category))
     lines.append("")
     for b, entries in sorted(by_b.items()):
@@ -171,13 +212,19 @@ def write_report(cells: list[dict], workdir: str, *, dataset: str, table_ks: tup
       lines.append(f"![per-category MAP, b = {b}]({filename})")
     lines.append("")
 
-  lines += ["## Time per cell", "", "| method | bits | b | train / fit s | evaluate s | "
-            "best step | features from |", "|---|---:|---:|---:|---:|---:|---|"]
+  lines += [
+      "## Time per cell",
+      "",
+      "| method | bits | b | train / fit s | evaluate s | " "best step | features from |",
+      "|---|---:|---:|---:|---:|---:|---|",
+  ]
   for cell in cells:
-    lines.append(f"| {_title(cell['method'])} | {cell['bits']} | "
-                 f"{cell.get('bits_per_category') or '-'} | {cell['train_seconds']:.0f} | "
-                 f"{cell['eval_seconds']:.1f} | {cell.get('best_step') or '-'} | "
-                 f"{cell.get('features_from') or '-'} |")
+    lines.append(
+        f"| {_title(cell['method'])} | {cell['bits']} | "
+        f"{cell.get('bits_per_category') or '-'} | {cell['train_seconds']:.0f} | "
+        f"{cell['eval_seconds']:.1f} | {cell.get('best_step') or '-'} | "
+        f"{cell.get('features_from') or '-'} |"
+    )
   text = "\n".join(lines) + "\n"
   with open(os.path.join(workdir, "comparison.md"), "w") as file:
     file.write(text)

@@ -14,38 +14,58 @@ from iah_jax.comparison import report
 from iah_jax.data import features
 
 
-def compare(config, workdir: str, methods, bits, features_from: str = "iah",
-            curve_ks=(1, 5, 10, 20, 50, 100, 200, 500, 1000)) -> list[dict]:
+def compare(
+    config,
+    workdir: str,
+    methods,
+    bits,
+    features_from: str = "iah",
+    curve_ks=(1, 5, 10, 20, 50, 100, 200, 500, 1000),
+) -> list[dict]:
   """Runs (or reloads) every (method, bits) cell, returns them, and writes the report of every
   cell finished in `workdir` (see iah_jax.compare for the arguments)."""
   unknown = [method for method in methods if method not in cell_lib.ALL_METHODS]
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; known: {list(cell_lib.ALL_METHODS)}")
   if features_from not in cell_lib.DEEP_METHODS + (cell_lib.PRETRAINED,):
-    raise ValueError(f"features_from must be one of "
-                     f"{list(cell_lib.DEEP_METHODS) + [cell_lib.PRETRAINED]}, got "
-                     f"{features_from!r}")
+    raise ValueError(
+        f"features_from must be one of "
+        f"{list(cell_lib.DEEP_METHODS) + [cell_lib.PRETRAINED]}, got "
+        f"{features_from!r}"
+    )
   config_lib.validate_config(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   builder = train.load_dataset(config)
   mesh = train.make_mesh()
   ks = tuple(sorted({int(k) for k in config.eval.ks} | {int(k) for k in curve_ks}))
-  results = [cell_lib.run_cell(config, method, int(q), builder, mesh, workdir, ks,
-                               features_from)
-             for q in bits for method in methods]
+  results = [
+      cell_lib.run_cell(config, method, int(q), builder, mesh, workdir, ks, features_from)
+      for q in bits
+      for method in methods
+  ]
   results.sort(key=lambda cell: (methods.index(cell["method"]), cell["bits"]))
   # The report covers every cell finished in this workdir, by earlier calls too (other bits or
   # methods), so a comparison can be built up over several runs.
   finished = cell_lib.finished_cells(workdir)
   num_classes = builder.info.features[features.LABELS].shape[0]
-  class_names = list(getattr(builder.builder_config, "class_names", None) or
-                     [f"category {index}" for index in range(num_classes)])
-  notes = [f"deep methods: the config's data, backbone ({config.model.backbone}), schedule "
-           f"({config.num_train_steps} steps, batch {config.batch_size}) and model selection; "
-           "shallow baselines: fitted on pooled backbone features of the training split (the "
-           "source is in the last table)"]
-  report.write_report(finished, workdir, dataset=config.dataset.name,
-                      table_ks=tuple(int(k) for k in config.eval.ks), class_names=class_names,
-                      ties=config.eval.ties, notes=notes)
+  class_names = list(
+      getattr(builder.builder_config, "class_names", None)
+      or [f"category {index}" for index in range(num_classes)]
+  )
+  notes = [
+      f"deep methods: the config's data, backbone ({config.model.backbone}), schedule "
+      f"({config.num_train_steps} steps, batch {config.batch_size}) and model selection; "
+      "shallow baselines: fitted on pooled backbone features of the training split (the "
+      "source is in the last table)"
+  ]
+  report.write_report(
+      finished,
+      workdir,
+      dataset=config.dataset.name,
+      table_ks=tuple(int(k) for k in config.eval.ks),
+      class_names=class_names,
+      ties=config.eval.ties,
+      notes=notes,
+  )
   return results

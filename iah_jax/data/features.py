@@ -30,18 +30,21 @@ INDEX = "index"
 IMAGE_ID = "image_id"
 
 
-def example_features(num_classes: int, num_proposals: int, image_shape=(None, None, 3),
-                     encoding_format: str = "jpeg") -> tfds.features.FeaturesDict:
+def example_features(
+    num_classes: int, num_proposals: int, image_shape=(None, None, 3), encoding_format: str = "jpeg"
+) -> tfds.features.FeaturesDict:
   """The TFDS FeaturesDict of the shared schema (see the module docstring)."""
-  return tfds.features.FeaturesDict({
-      IMAGE: tfds.features.Image(shape=image_shape, encoding_format=encoding_format),
-      LABELS: tfds.features.Tensor(shape=(num_classes,), dtype=np.uint8),
-      PROPOSALS: tfds.features.Tensor(shape=(num_proposals, 4), dtype=np.float32),
-      OBJECT_BOXES: tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-      OBJECT_LABELS: tfds.features.Tensor(shape=(None,), dtype=np.int32),
-      INDEX: tfds.features.Scalar(dtype=np.int64),
-      IMAGE_ID: tfds.features.Text(),
-  })
+  return tfds.features.FeaturesDict(
+      {
+          IMAGE: tfds.features.Image(shape=image_shape, encoding_format=encoding_format),
+          LABELS: tfds.features.Tensor(shape=(num_classes,), dtype=np.uint8),
+          PROPOSALS: tfds.features.Tensor(shape=(num_proposals, 4), dtype=np.float32),
+          OBJECT_BOXES: tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+          OBJECT_LABELS: tfds.features.Tensor(shape=(None,), dtype=np.int32),
+          INDEX: tfds.features.Scalar(dtype=np.int64),
+          IMAGE_ID: tfds.features.Text(),
+      }
+  )
 
 
 def check_boxes(boxes: np.ndarray, what: str = "boxes") -> np.ndarray:
@@ -58,13 +61,17 @@ def check_boxes(boxes: np.ndarray, what: str = "boxes") -> np.ndarray:
   outside = np.any((boxes < 0.0) | (boxes > 1.0), axis=-1)
   if outside.any():
     row = int(np.argmax(outside))
-    raise ValueError(f"{what}: row {row} = {boxes[row].tolist()} lies outside [0, 1]; boxes are "
-                     "(x0, y0, x1, y1) fractions of the image width/height")
+    raise ValueError(
+        f"{what}: row {row} = {boxes[row].tolist()} lies outside [0, 1]; boxes are "
+        "(x0, y0, x1, y1) fractions of the image width/height"
+    )
   flipped = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
   if flipped.any():
     row = int(np.argmax(flipped))
-    raise ValueError(f"{what}: row {row} = {boxes[row].tolist()} has x1 < x0 or y1 < y0; boxes "
-                     "are (x0, y0, x1, y1)")
+    raise ValueError(
+        f"{what}: row {row} = {boxes[row].tolist()} has x1 < x0 or y1 < y0; boxes "
+        "are (x0, y0, x1, y1)"
+    )
   return boxes
 
 
@@ -78,6 +85,8 @@ def check_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
   empty = labels.reshape(-1, labels.shape[-1]).sum(-1) == 0
   if empty.any():
     row = int(np.argmax(empty))
-    raise ValueError(f"{what}: image {row} has no label; IAH's label loss (eq. 3) needs at least "
-                     "one positive category per training image")
+    raise ValueError(
+        f"{what}: image {row} has no label; IAH's label loss (eq. 3) needs at least "
+        "one positive category per training image"
+    )
   return labels

@@ -36,6 +36,7 @@ DATABASE = "database"
 @dataclasses.dataclass(eq=False, kw_only=True)
 class ImageListConfig(base.MultiLabelConfig):
   """Image-list options (see the module docstring)."""
+
   train_list: str = "train.txt"
   query_list: str = "test.txt"
   database_list: str = ""
@@ -47,11 +48,15 @@ class ImageListConfig(base.MultiLabelConfig):
   def __post_init__(self):
     super().__post_init__()
     if self.class_names and self.num_classes and len(self.class_names) != self.num_classes:
-      raise ValueError(f"class_names lists {len(self.class_names)} names but num_classes is "
-                       f"{self.num_classes}")
+      raise ValueError(
+          f"class_names lists {len(self.class_names)} names but num_classes is "
+          f"{self.num_classes}"
+      )
     if self.database_split in (self.train_split, self.test_split):
-      raise ValueError(f"database_split {self.database_split!r} must differ from the train and "
-                       "test split names")
+      raise ValueError(
+          f"database_split {self.database_split!r} must differ from the train and "
+          "test split names"
+      )
 
   def resolve(self, path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(self.data_path, path)
@@ -77,8 +82,9 @@ def infer_num_classes(list_path: str) -> int:
   raise ValueError(f"image list {list_path}: cannot infer num_classes from its first line")
 
 
-def read_image_list(list_path: str, num_classes: int, image_root: str
-                    ) -> list[tuple[str, str, np.ndarray]]:
+def read_image_list(
+    list_path: str, num_classes: int, image_root: str
+) -> list[tuple[str, str, np.ndarray]]:
   """Parses one list file -> [(image_id, image path, uint8 labels [num_classes])].
 
   Raises:
@@ -87,14 +93,17 @@ def read_image_list(list_path: str, num_classes: int, image_root: str
   entries = []
   for line_number, tokens in _data_lines(list_path):
     if len(tokens) != num_classes + 1:
-      raise ValueError(f"image list {list_path} line {line_number}: expected an image path and "
-                       f"{num_classes} labels, got {len(tokens) - 1} labels (paths may not "
-                       "contain spaces)")
+      raise ValueError(
+          f"image list {list_path} line {line_number}: expected an image path and "
+          f"{num_classes} labels, got {len(tokens) - 1} labels (paths may not "
+          "contain spaces)"
+      )
     values = tokens[1:]
     if any(v not in ("0", "1") for v in values):
       bad = next(v for v in values if v not in ("0", "1"))
-      raise ValueError(f"image list {list_path} line {line_number}: labels must be 0 or 1, got "
-                       f"{bad!r}")
+      raise ValueError(
+          f"image list {list_path} line {line_number}: labels must be 0 or 1, got " f"{bad!r}"
+      )
     path = tokens[0] if os.path.isabs(tokens[0]) else os.path.join(image_root, tokens[0])
     entries.append((tokens[0], path, np.asarray([v == "1" for v in values], np.uint8)))
   return entries
@@ -132,8 +141,9 @@ class IahImageList(base.MultiLabelBuilder):
     image_root = config.image_root or config.data_path
     records = []
     for split, list_file in self._lists().items():
-      for image_id, path, labels in read_image_list(config.resolve(list_file), num_classes,
-                                                    image_root):
+      for image_id, path, labels in read_image_list(
+          config.resolve(list_file), num_classes, image_root
+      ):
         records.append(base.ImageRecord(image_id=image_id, path=path, labels=labels, split=split))
     return records
 

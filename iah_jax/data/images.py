@@ -76,8 +76,14 @@ def decode_image_bytes(data: bytes, source: str = "<bytes>") -> np.ndarray:
         rgb = _to_rgb_array(image)
   except CorruptImageError as err:
     raise CorruptImageError(f"cannot decode image {source!r}: {err}") from None
-  except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-          Image.DecompressionBombWarning) as err:
+  except (
+      OSError,
+      ValueError,
+      SyntaxError,
+      EOFError,
+      Image.DecompressionBombError,
+      Image.DecompressionBombWarning,
+  ) as err:
     raise CorruptImageError(f"cannot decode image {source!r}: {type(err).__name__}: {err}") from err
   if rgb.shape[0] == 0 or rgb.shape[1] == 0:
     raise CorruptImageError(f"cannot decode image {source!r}: it has zero size {rgb.shape}")
@@ -114,8 +120,9 @@ def resized_shape(height: int, width: int, max_side: int | None) -> tuple[int, i
   return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
-def resize_to_max_side(image: np.ndarray, max_side: int | None,
-                       pixel_boxes: np.ndarray | None = None):
+def resize_to_max_side(
+    image: np.ndarray, max_side: int | None, pixel_boxes: np.ndarray | None = None
+):
   """Downscales ``image`` so its longer side is at most ``max_side`` (area averaging).
 
   Args:

@@ -35,14 +35,16 @@ class MimlConfig(base.MultiLabelConfig):
     class_names: expected label columns of labels.csv, in order.
     image_dir: image directory, relative to data_path.
   """
+
   class_names: tuple[str, ...] = MIML_CLASSES
   image_dir: str = "images"
 
 
 def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"MIML: {path} not found (expected labels.csv, split.csv and images/ "
-                            "in data_path)")
+    raise FileNotFoundError(
+        f"MIML: {path} not found (expected labels.csv, split.csv and images/ " "in data_path)"
+    )
   with open(path, newline="") as f:
     rows = [row for row in csv.reader(f) if row]
   if not rows:
@@ -50,8 +52,7 @@ def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
   return rows[0], rows[1:]
 
 
-def read_miml_table(data_path: str, class_names=MIML_CLASSES
-                    ) -> list[tuple[str, np.ndarray, str]]:
+def read_miml_table(data_path: str, class_names=MIML_CLASSES) -> list[tuple[str, np.ndarray, str]]:
   """Parses labels.csv and split.csv -> [(image file name, uint8 labels [c], source split)].
 
   Rows keep labels.csv order. Raises ValueError naming the file and line for malformed rows.
@@ -60,22 +61,27 @@ def read_miml_table(data_path: str, class_names=MIML_CLASSES
   split_path = os.path.join(data_path, "split.csv")
   header, rows = _read_csv(labels_path)
   if tuple(header[1:]) != tuple(class_names):
-    raise ValueError(f"MIML: {labels_path} has label columns {header[1:]}, expected "
-                     f"{list(class_names)}")
+    raise ValueError(
+        f"MIML: {labels_path} has label columns {header[1:]}, expected " f"{list(class_names)}"
+    )
   split_header, split_rows = _read_csv(split_path)
   if split_header[:2] != ["image", "split"]:
     raise ValueError(f"MIML: {split_path} must start with header 'image,split', got {split_header}")
   split_of = {}
   for line, row in enumerate(split_rows, start=2):
     if len(row) != 2 or row[1] not in SOURCE_SPLITS:
-      raise ValueError(f"MIML: {split_path} line {line}: expected '<image>,database|query', got "
-                       f"{','.join(row)!r}")
+      raise ValueError(
+          f"MIML: {split_path} line {line}: expected '<image>,database|query', got "
+          f"{','.join(row)!r}"
+      )
     split_of[row[0]] = row[1]
   table = []
   for line, row in enumerate(rows, start=2):
     if len(row) != len(header):
-      raise ValueError(f"MIML: {labels_path} line {line} has {len(row) - 1} labels, expected "
-                       f"{len(class_names)}")
+      raise ValueError(
+          f"MIML: {labels_path} line {line} has {len(row) - 1} labels, expected "
+          f"{len(class_names)}"
+      )
     if any(value not in ("0", "1") for value in row[1:]):
       raise ValueError(f"MIML: {labels_path} line {line}: labels must be 0 or 1, got {row[1:]}")
     if row[0] not in split_of:
@@ -95,10 +101,15 @@ class IahMiml(base.MultiLabelBuilder):
 
   def _read_records(self) -> list[base.ImageRecord]:
     config = self.config
-    return [base.ImageRecord(image_id=name,
-                             path=os.path.join(config.data_path, config.image_dir, name),
-                             labels=labels, split=SOURCE_SPLITS[split])
-            for name, labels, split in read_miml_table(config.data_path, config.class_names)]
+    return [
+        base.ImageRecord(
+            image_id=name,
+            path=os.path.join(config.data_path, config.image_dir, name),
+            labels=labels,
+            split=SOURCE_SPLITS[split],
+        )
+        for name, labels, split in read_miml_table(config.data_path, config.class_names)
+    ]
 
   def _assign_splits(self, records):
     names = {base.TRAIN: self.config.train_split, base.TEST: self.config.test_split}

@@ -36,12 +36,48 @@ import numpy as np
 
 from iah_jax.data import multilabel_builder as base
 
-POTENTIAL_LABELS = ("animals", "baby", "bird", "car", "clouds", "dog", "female", "flower", "food",
-                    "indoor", "lake", "male", "night", "people", "plant_life", "portrait", "river",
-                    "sea", "sky", "structures", "sunset", "transport", "tree", "water")
-RELEVANT_LABELS = ("baby_r1", "bird_r1", "car_r1", "clouds_r1", "dog_r1", "female_r1", "flower_r1",
-                   "male_r1", "night_r1", "people_r1", "portrait_r1", "river_r1", "sea_r1",
-                   "tree_r1")
+POTENTIAL_LABELS = (
+    "animals",
+    "baby",
+    "bird",
+    "car",
+    "clouds",
+    "dog",
+    "female",
+    "flower",
+    "food",
+    "indoor",
+    "lake",
+    "male",
+    "night",
+    "people",
+    "plant_life",
+    "portrait",
+    "river",
+    "sea",
+    "sky",
+    "structures",
+    "sunset",
+    "transport",
+    "tree",
+    "water",
+)
+RELEVANT_LABELS = (
+    "baby_r1",
+    "bird_r1",
+    "car_r1",
+    "clouds_r1",
+    "dog_r1",
+    "female_r1",
+    "flower_r1",
+    "male_r1",
+    "night_r1",
+    "people_r1",
+    "portrait_r1",
+    "river_r1",
+    "sea_r1",
+    "tree_r1",
+)
 LABEL_SETS = {24: POTENTIAL_LABELS, 38: POTENTIAL_LABELS + RELEVANT_LABELS}
 
 
@@ -55,6 +91,7 @@ class MirflickrConfig(base.MultiLabelConfig):
     image_dir: image directory relative to data_path.
     annotation_dir: annotation directory relative to data_path.
   """
+
   num_labels: int = 38
   num_images: int = 25000
   image_dir: str = "mirflickr"
@@ -82,14 +119,17 @@ def read_concept_file(path: str, num_images: int) -> np.ndarray:
       if not text:
         continue
       if not text.isdigit() or not 1 <= int(text) <= num_images:
-        raise ValueError(f"MIRFLICKR {path} line {line_number}: expected an image number in "
-                         f"1..{num_images}, got {text!r}")
+        raise ValueError(
+            f"MIRFLICKR {path} line {line_number}: expected an image number in "
+            f"1..{num_images}, got {text!r}"
+        )
       numbers.append(int(text))
   return np.asarray(numbers, np.int64)
 
 
-def read_mirflickr_labels(annotation_dir: str, num_labels: int = 38,
-                          num_images: int = 25000) -> np.ndarray:
+def read_mirflickr_labels(
+    annotation_dir: str, num_labels: int = 38, num_images: int = 25000
+) -> np.ndarray:
   """uint8 [num_images, num_labels] multi-hot; row i is image im<i+1>.jpg."""
   names = LABEL_SETS[num_labels]
   labels = np.zeros((num_images, len(names)), np.uint8)
@@ -113,7 +153,11 @@ class IahMirflickr(base.MultiLabelBuilder):
     annotation_dir = _subdir_or_root(config.data_path, config.annotation_dir)
     image_dir = _subdir_or_root(config.data_path, config.image_dir)
     labels = read_mirflickr_labels(annotation_dir, config.num_labels, config.num_images)
-    return [base.ImageRecord(image_id=f"im{number}",
-                             path=os.path.join(image_dir, f"im{number}.jpg"),
-                             labels=labels[number - 1])
-            for number in range(1, config.num_images + 1)]
+    return [
+        base.ImageRecord(
+            image_id=f"im{number}",
+            path=os.path.join(image_dir, f"im{number}.jpg"),
+            labels=labels[number - 1],
+        )
+        for number in range(1, config.num_images + 1)
+    ]

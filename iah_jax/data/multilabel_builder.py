@@ -59,6 +59,7 @@ class MultiLabelConfig(tfds.core.BuilderConfig):
     train_split: name of the database / training split.
     test_split: name of the query split.
   """
+
   data_path: str = ""
   proposal_method: str = "selective_search"
   num_proposals: int = 100
@@ -80,17 +81,22 @@ class MultiLabelConfig(tfds.core.BuilderConfig):
       if getattr(self, field) not in POLICIES:
         raise ValueError(f"{field} must be one of {POLICIES}, got {getattr(self, field)!r}")
     if self.proposal_method not in prepare.PROPOSAL_METHODS:
-      raise ValueError(f"proposal_method must be one of {prepare.PROPOSAL_METHODS}, got "
-                       f"{self.proposal_method!r}")
+      raise ValueError(
+          f"proposal_method must be one of {prepare.PROPOSAL_METHODS}, got "
+          f"{self.proposal_method!r}"
+      )
     if self.image_max_side < 0:
       raise ValueError(f"image_max_side must be >= 0 (0 keeps the size), got {self.image_max_side}")
     if self.train_split == self.test_split:
       raise ValueError(f"train_split and test_split must differ, both are {self.train_split!r}")
 
   def proposal_settings(self) -> prepare.ProposalSettings:
-    return prepare.ProposalSettings(method=self.proposal_method, num_proposals=self.num_proposals,
-                                    search_max_side=self.search_max_side,
-                                    mode=self.selective_search_mode)
+    return prepare.ProposalSettings(
+        method=self.proposal_method,
+        num_proposals=self.num_proposals,
+        search_max_side=self.search_max_side,
+        mode=self.selective_search_mode,
+    )
 
 
 @dataclasses.dataclass
@@ -105,30 +111,38 @@ class ImageRecord:
     object_labels: int32 [K] category index of each box.
     split: the split fixed by the source (MIML, image lists), or None for the random protocol.
   """
+
   image_id: str
   path: str
   labels: np.ndarray
-  object_boxes: np.ndarray = dataclasses.field(
-      default_factory=lambda: np.zeros((0, 4), np.float32))
+  object_boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4), np.float32))
   object_labels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.int32))
   split: str | None = None
 
 
-def random_query_split(records: Sequence[ImageRecord], num_queries: int, seed: int,
-                       train_split: str = TRAIN, test_split: str = TEST
-                       ) -> dict[str, list[ImageRecord]]:
+def random_query_split(
+    records: Sequence[ImageRecord],
+    num_queries: int,
+    seed: int,
+    train_split: str = TRAIN,
+    test_split: str = TEST,
+) -> dict[str, list[ImageRecord]]:
   """The paper protocol: ``num_queries`` random records form the query split, the rest train.
 
   Both splits keep the order of ``records``. Deterministic for a seed and a record list.
   """
   if not 0 < num_queries < len(records):
-    raise ValueError(f"num_queries={num_queries} must be between 1 and the number of usable "
-                     f"images - 1 ({len(records) - 1})")
+    raise ValueError(
+        f"num_queries={num_queries} must be between 1 and the number of usable "
+        f"images - 1 ({len(records) - 1})"
+    )
   permutation = np.random.default_rng(seed).permutation(len(records))
   is_query = np.zeros(len(records), dtype=bool)
   is_query[permutation[:num_queries]] = True
-  return {train_split: [r for r, q in zip(records, is_query) if not q],
-          test_split: [r for r, q in zip(records, is_query) if q]}
+  return {
+      train_split: [r for r, q in zip(records, is_query) if not q],
+      test_split: [r for r, q in zip(records, is_query) if q],
+  }
 
 
 class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -142,8 +156,10 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
   def config(self) -> MultiLabelConfig:
     config = self.builder_config
     if not isinstance(config, MultiLabelConfig):
-      raise ValueError(f"{self.name} needs a {self.BUILDER_CONFIG_CLASS.__name__}, got {config!r}; "
-                       "create builders with iah_jax.data.registry.get_builder")
+      raise ValueError(
+          f"{self.name} needs a {self.BUILDER_CONFIG_CLASS.__name__}, got {config!r}; "
+          "create builders with iah_jax.data.registry.get_builder"
+      )
     return config
 
   @abc.abstractmethod
@@ -162,8 +178,13 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
   def _assign_splits(self, records: list[ImageRecord]) -> dict[str, list[ImageRecord]]:
     """Default: the random-query protocol. Sources with fixed splits override this."""
-    return random_query_split(records, self.config.num_queries, self.config.query_seed,
-                              self.config.train_split, self.config.test_split)
+    return random_query_split(
+        records,
+        self.config.num_queries,
+        self.config.query_seed,
+        self.config.train_split,
+        self.config.test_split,
+    )
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -184,8 +205,10 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     del dl_manager  # Everything comes from the manual directory in the config.
     config = self.config
     if not config.data_path:
-      raise ValueError(f"{self.name}: set data_path to the manual download directory (see "
-                       f"{self.__module__} for the expected layout)")
+      raise ValueError(
+          f"{self.name}: set data_path to the manual download directory (see "
+          f"{self.__module__} for the expected layout)"
+      )
     records = self._read_records()
     num_classes = self._num_classes()
     skips = prepare.SkipCounts()
@@ -193,13 +216,17 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     counted_unlabelled = set()  # an image listed twice (image lists) is counted once
     for record in records:
       if record.labels.shape != (num_classes,):
-        raise ValueError(f"{self.name}: image {record.image_id!r} has labels of shape "
-                         f"{record.labels.shape}, expected ({num_classes},)")
+        raise ValueError(
+            f"{self.name}: image {record.image_id!r} has labels of shape "
+            f"{record.labels.shape}, expected ({num_classes},)"
+        )
       if record.labels.any():
         labelled.append(record)
       elif config.unlabelled_policy == "error":
-        raise ValueError(f"{self.name}: image {record.image_id!r} has no label "
-                         "(unlabelled_policy='error'; use 'skip' to count and leave such images out)")
+        raise ValueError(
+            f"{self.name}: image {record.image_id!r} has no label "
+            "(unlabelled_policy='error'; use 'skip' to count and leave such images out)"
+        )
       elif record.image_id not in counted_unlabelled:
         counted_unlabelled.add(record.image_id)
         skips.add("unlabelled", record.image_id)
@@ -207,9 +234,13 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     # Several records may share a file (an image listed twice); proposals are computed once.
     unique_items = list(dict.fromkeys((r.image_id, r.path) for r in labelled))
     report = prepare.prepare_proposals(
-        unique_items, self._proposal_cache_dir(), config.proposal_settings(),
+        unique_items,
+        self._proposal_cache_dir(),
+        config.proposal_settings(),
         num_workers=None if config.num_workers < 0 else config.num_workers,
-        progress=config.progress, description=f"{self.name} proposals")
+        progress=config.progress,
+        description=f"{self.name} proposals",
+    )
     if report.skips.total and config.bad_image_policy == "error":
       raise ValueError(f"{self.name}: {report.skips.format()} (bad_image_policy='error')")
     skips.update(report.skips)
@@ -223,10 +254,12 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     self.info.metadata["split_sizes"] = {name: len(rs) for name, rs in splits.items()}
     self.info.metadata["proposal_settings"] = dataclasses.asdict(config.proposal_settings())
     sizes = ", ".join(f"{name}={len(rs)}" for name, rs in splits.items())
-    print(f"{self.name}/{config.name}: {len(records)} images listed, {len(usable)} kept ({sizes}); "
-          f"{skips.format()}", flush=True)
-    return {name: self._generate_examples(split_records)
-            for name, split_records in splits.items()}
+    print(
+        f"{self.name}/{config.name}: {len(records)} images listed, {len(usable)} kept ({sizes}); "
+        f"{skips.format()}",
+        flush=True,
+    )
+    return {name: self._generate_examples(split_records) for name, split_records in splits.items()}
 
   def _generate_examples(self, records: list[ImageRecord]) -> Iterator[tuple[int, dict]]:
     config = self.config
@@ -238,12 +271,15 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
       object_boxes = features.check_boxes(record.object_boxes, f"{record.image_id} object boxes")
       object_labels = np.asarray(record.object_labels, np.int32).reshape(-1)
       if len(object_labels) != len(object_boxes):
-        raise ValueError(f"{record.image_id}: {len(object_boxes)} object boxes but "
-                         f"{len(object_labels)} object labels")
+        raise ValueError(
+            f"{record.image_id}: {len(object_boxes)} object boxes but "
+            f"{len(object_labels)} object labels"
+        )
       yield index, {
           features.IMAGE: image,
-          features.LABELS: features.check_labels(record.labels, f"{record.image_id} labels"
-                                                 ).astype(np.uint8),
+          features.LABELS: features.check_labels(record.labels, f"{record.image_id} labels").astype(
+              np.uint8
+          ),
           features.PROPOSALS: proposal_boxes,
           features.OBJECT_BOXES: object_boxes,
           features.OBJECT_LABELS: object_labels,

@@ -45,6 +45,7 @@ CONCEPT_COUNTS = (21, 81)
 @dataclasses.dataclass(eq=False, kw_only=True)
 class NusWideConfig(base.MultiLabelConfig):
   """NUS-WIDE options (see the module docstring for the layout and label order)."""
+
   num_concepts: int = 21
   concepts: tuple[str, ...] = ()
   concepts_file: str = "Concepts81.txt"
@@ -57,8 +58,10 @@ class NusWideConfig(base.MultiLabelConfig):
     if self.num_concepts not in CONCEPT_COUNTS:
       raise ValueError(f"NUS-WIDE num_concepts must be 21 or 81, got {self.num_concepts}")
     if self.concepts and len(self.concepts) != self.num_concepts:
-      raise ValueError(f"NUS-WIDE concepts lists {len(self.concepts)} names but num_concepts is "
-                       f"{self.num_concepts}")
+      raise ValueError(
+          f"NUS-WIDE concepts lists {len(self.concepts)} names but num_concepts is "
+          f"{self.num_concepts}"
+      )
 
 
 def _read_lines(path: str) -> list[str]:
@@ -78,16 +81,22 @@ def read_concept_labels(path: str, num_images: int) -> np.ndarray:
   """One Labels_<concept>.txt -> uint8 [num_images]; errors name the file and line."""
   lines = _read_lines(path)
   if len(lines) != num_images:
-    raise ValueError(f"NUS-WIDE {path} has {len(lines)} label lines but the image list has "
-                     f"{num_images} images")
+    raise ValueError(
+        f"NUS-WIDE {path} has {len(lines)} label lines but the image list has "
+        f"{num_images} images"
+    )
   for line_number, value in enumerate(lines, start=1):
     if value not in ("0", "1"):
       raise ValueError(f"NUS-WIDE {path} line {line_number}: expected 0 or 1, got {value!r}")
   return np.asarray([v == "1" for v in lines], np.uint8)
 
 
-def select_concepts(all_concepts: list[str], all_labels: np.ndarray, num_concepts: int,
-                    explicit: tuple[str, ...] = ()) -> list[int]:
+def select_concepts(
+    all_concepts: list[str],
+    all_labels: np.ndarray,
+    num_concepts: int,
+    explicit: tuple[str, ...] = (),
+) -> list[int]:
   """Column indices of the chosen concepts, in Concepts81 order (see the module docstring)."""
   if explicit:
     unknown = [c for c in explicit if c not in all_concepts]
@@ -95,8 +104,10 @@ def select_concepts(all_concepts: list[str], all_labels: np.ndarray, num_concept
       raise ValueError(f"NUS-WIDE: unknown concepts {unknown}; known: {all_concepts}")
     return [all_concepts.index(c) for c in explicit]
   if num_concepts > len(all_concepts):
-    raise ValueError(f"NUS-WIDE: {num_concepts} concepts requested but the concept file lists "
-                     f"only {len(all_concepts)}")
+    raise ValueError(
+        f"NUS-WIDE: {num_concepts} concepts requested but the concept file lists "
+        f"only {len(all_concepts)}"
+    )
   if num_concepts == len(all_concepts):
     return list(range(len(all_concepts)))
   counts = all_labels.sum(axis=0, dtype=np.int64)  # signed: it is negated below
@@ -129,14 +140,23 @@ class IahNusWide(base.MultiLabelBuilder):
     concepts = _read_lines(os.path.join(config.data_path, config.concepts_file))
     listed = _read_lines(os.path.join(config.data_path, config.image_list_file))
     relative_paths = [normalise_image_path(p) for p in listed]
-    all_labels = np.stack([
-        read_concept_labels(os.path.join(config.data_path, config.label_dir,
-                                         f"Labels_{concept}.txt"), len(listed))
-        for concept in concepts], axis=-1)
+    all_labels = np.stack(
+        [
+            read_concept_labels(
+                os.path.join(config.data_path, config.label_dir, f"Labels_{concept}.txt"),
+                len(listed),
+            )
+            for concept in concepts
+        ],
+        axis=-1,
+    )
     columns = select_concepts(concepts, all_labels, config.num_concepts, config.concepts)
     self._chosen_names = [concepts[i] for i in columns]
     labels = all_labels[:, columns]
     image_root = os.path.join(config.data_path, config.image_root)
-    return [base.ImageRecord(image_id=relative, path=os.path.join(image_root, relative),
-                             labels=labels[i])
-            for i, relative in enumerate(relative_paths)]
+    return [
+        base.ImageRecord(
+            image_id=relative, path=os.path.join(image_root, relative), labels=labels[i]
+        )
+        for i, relative in enumerate(relative_paths)
+    ]

@@ -33,8 +33,12 @@ MODEL_KEYS = (features.IMAGE, features.PROPOSALS, features.LABELS)
 def _preprocess(image_size: int):
   def preprocess(example):
     image = tf.io.decode_image(example[features.IMAGE], channels=3, expand_animations=False)
-    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size),
-                            method="bilinear", antialias=True) / 255.0
+    image = (
+        tf.image.resize(
+            tf.cast(image, tf.float32), (image_size, image_size), method="bilinear", antialias=True
+        )
+        / 255.0
+    )
     return {
         features.IMAGE: tf.clip_by_value(image, 0.0, 1.0),
         features.PROPOSALS: tf.cast(example[features.PROPOSALS], tf.float32),
@@ -42,6 +46,7 @@ def _preprocess(image_size: int):
         features.INDEX: example[features.INDEX],
         features.IMAGE_ID: example[features.IMAGE_ID],
     }
+
   return preprocess
 
 
@@ -49,20 +54,28 @@ def _read(builder: tfds.core.DatasetBuilder, split: str, shuffle_files: bool, se
   read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
   # Ordered datasets (disable_shuffling) refuse file shuffling; the example shuffle still mixes.
   shuffle_files = shuffle_files and not builder.info.disable_shuffling
-  return builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config,
-                            decoders={features.IMAGE: tfds.decode.SkipDecoding()})
+  return builder.as_dataset(
+      split=split,
+      shuffle_files=shuffle_files,
+      read_config=read_config,
+      decoders={features.IMAGE: tfds.decode.SkipDecoding()},
+  )
 
 
 def validate_batch(batch: dict, require_labels: bool = True) -> dict:
   """Raises ValueError naming the image when labels (if required) or proposals are unusable."""
   image_ids = batch.get(features.IMAGE_ID)
+
   def name(row):
     return image_ids[row].decode() if image_ids is not None else f"row {row}"
+
   labels = batch[features.LABELS]
   empty = labels.sum(-1) == 0
   if require_labels and empty.any():
-    raise ValueError(f"image {name(int(np.argmax(empty)))!r} has no label; IAH's label loss "
-                     "(eq. 3) needs at least one positive category per training image")
+    raise ValueError(
+        f"image {name(int(np.argmax(empty)))!r} has no label; IAH's label loss "
+        "(eq. 3) needs at least one positive category per training image"
+    )
   proposals = batch[features.PROPOSALS]
   for row in range(proposals.shape[0]):
     try:
@@ -72,18 +85,28 @@ def validate_batch(batch: dict, require_labels: bool = True) -> dict:
   return batch
 
 
-def train_batches(builder: tfds.core.DatasetBuilder, *, split: str, global_batch_size: int,
-                  image_size: int, seed: int, shuffle_buffer: int = 4096) -> Iterator[dict]:
+def train_batches(
+    builder: tfds.core.DatasetBuilder,
+    *,
+    split: str,
+    global_batch_size: int,
+    image_size: int,
+    seed: int,
+    shuffle_buffer: int = 4096,
+) -> Iterator[dict]:
   """Endless, shuffled training batches of this process's share of the global batch."""
   if global_batch_size % jax.process_count():
-    raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
-                     f"{jax.process_count()} processes")
+    raise ValueError(
+        f"global batch size {global_batch_size} is not divisible by the "
+        f"{jax.process_count()} processes"
+    )
   local_batch_size = global_batch_size // jax.process_count()
   # Each process shuffles its own share with its own seed, so the same images do not keep
   # meeting in one global batch.
   seed = seed + 1_000_003 * jax.process_index()
-  dataset = _read(builder, tfds.split_for_jax_process(split, drop_remainder=True),
-                  shuffle_files=True, seed=seed)
+  dataset = _read(
+      builder, tfds.split_for_jax_process(split, drop_remainder=True), shuffle_files=True, seed=seed
+  )
   dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
   dataset = dataset.map(_preprocess(image_size), num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -91,8 +114,9 @@ def train_batches(builder: tfds.core.DatasetBuilder, *, split: str, global_batch
     yield validate_batch(batch)
 
 
-def eval_batches(builder: tfds.core.DatasetBuilder, *, split: str, batch_size: int,
-                 image_size: int) -> Iterator[dict]:
+def eval_batches(
+    builder: tfds.core.DatasetBuilder, *, split: str, batch_size: int, image_size: int
+) -> Iterator[dict]:
   """Every example of `split` once, in stored order; the last batch is padded to `batch_size`.
 
   Adds ``mask`` (bool [batch_size]) marking real rows. Evaluation labels are not validated:
@@ -105,9 +129,14 @@ def eval_batches(builder: tfds.core.DatasetBuilder, *, split: str, batch_size: i
     real = batch[features.LABELS].shape[0]
     batch["mask"] = np.arange(batch_size) < real
     if real < batch_size:
-      batch = {key: (value if key == "mask" else
-                     np.concatenate([value, np.repeat(value[-1:], batch_size - real, axis=0)]))
-               for key, value in batch.items()}
+      batch = {
+          key: (
+              value
+              if key == "mask"
+              else np.concatenate([value, np.repeat(value[-1:], batch_size - real, axis=0)])
+          )
+          for key, value in batch.items()
+      }
     yield validate_batch(batch, require_labels=False)
 
 

@@ -73,6 +73,7 @@ class ProposalSettings:
     min_side: selective search drops boxes narrower/shorter than this fraction.
     seed: seeds selective search's ranking.
   """
+
   method: str = "selective_search"
   num_proposals: int = 100
   search_max_side: int = 256
@@ -90,26 +91,39 @@ class ProposalSettings:
   def key(self) -> str:
     """Directory name identifying these settings, e.g. 'selective_search-n100-s256-fast-...'."""
     if self.method == "selective_search":
-      return (f"selective_search-n{self.num_proposals}-s{self.search_max_side}-{self.mode}"
-              f"-nms{self.nms_iou:g}-min{self.min_side:g}-seed{self.seed}")
+      return (
+          f"selective_search-n{self.num_proposals}-s{self.search_max_side}-{self.mode}"
+          f"-nms{self.nms_iou:g}-min{self.min_side:g}-seed{self.seed}"
+      )
     return f"{self.method}-n{self.num_proposals}"
 
   def compute(self, image: np.ndarray) -> np.ndarray:
     """Proposals for one uint8 [H, W, 3] image -> float32 [num_proposals, 4] in [0, 1]."""
     from iah_jax.data import features  # pylint: disable=g-import-not-at-top
+
     if self.method == "selective_search":
       from iah_jax.data import selective_search  # pylint: disable=g-import-not-at-top
+
       boxes = selective_search.selective_search_proposals(
-          image, self.num_proposals, search_max_side=self.search_max_side, mode=self.mode,
-          nms_iou=self.nms_iou, min_side=self.min_side, seed=self.seed)
+          image,
+          self.num_proposals,
+          search_max_side=self.search_max_side,
+          mode=self.mode,
+          nms_iou=self.nms_iou,
+          min_side=self.min_side,
+          seed=self.seed,
+      )
     elif self.method == "generic":
       from iah_jax.data import proposals  # pylint: disable=g-import-not-at-top
+
       boxes = np.asarray(proposals.generic_proposals(image, self.num_proposals), np.float32)
     else:
       boxes = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (self.num_proposals, 1))
     if boxes.shape != (self.num_proposals, 4):
-      raise ValueError(f"{self.method} proposals have shape {boxes.shape}, expected "
-                       f"({self.num_proposals}, 4)")
+      raise ValueError(
+          f"{self.method} proposals have shape {boxes.shape}, expected "
+          f"({self.num_proposals}, 4)"
+      )
     return features.check_boxes(boxes, what=f"{self.method} proposals")
 
 
@@ -131,7 +145,7 @@ class SkipCounts:
     for reason, count in other.counts.items():
       self.counts[reason] += count
       room = 5 - len(self.examples[reason])
-      self.examples[reason].extend(other.examples[reason][:max(room, 0)])
+      self.examples[reason].extend(other.examples[reason][: max(room, 0)])
 
   @property
   def total(self) -> int:
@@ -167,6 +181,7 @@ class PreparationReport:
     wall_seconds: elapsed time of the whole call.
     num_workers: processes used (0 = in this process).
   """
+
   num_items: int
   num_cached: int
   num_computed: int
@@ -183,12 +198,18 @@ class PreparationReport:
     return self.cpu_seconds / self.num_computed if self.num_computed else float("nan")
 
   def format(self) -> str:
-    timing = (f"{self.seconds_per_image:.3f} CPU s/image per core, "
-              f"{self.compute_seconds / max(self.num_computed, 1):.3f} s/image wall per process, "
-              f"{self.num_computed / max(self.wall_seconds, 1e-9):.1f} images/s over "
-              f"{max(self.num_workers, 1)} process(es)" if self.num_computed else "nothing to compute")
-    return (f"proposals: {self.num_items} items, {self.num_cached} cached, {self.num_computed} "
-            f"computed in {self.wall_seconds:.1f} s ({timing}); {self.skips.format()}")
+    timing = (
+        f"{self.seconds_per_image:.3f} CPU s/image per core, "
+        f"{self.compute_seconds / max(self.num_computed, 1):.3f} s/image wall per process, "
+        f"{self.num_computed / max(self.wall_seconds, 1e-9):.1f} images/s over "
+        f"{max(self.num_workers, 1)} process(es)"
+        if self.num_computed
+        else "nothing to compute"
+    )
+    return (
+        f"proposals: {self.num_items} items, {self.num_cached} cached, {self.num_computed} "
+        f"computed in {self.wall_seconds:.1f} s ({timing}); {self.skips.format()}"
+    )
 
 
 def _safe_stem(image_id: str, image_path: str) -> str:
@@ -203,23 +224,34 @@ def settings_dir(cache_dir: str | os.PathLike, settings: ProposalSettings) -> Pa
   return Path(cache_dir) / settings.key()
 
 
-def proposal_file(cache_dir: str | os.PathLike, settings: ProposalSettings, image_id: str,
-                  image_path: str | os.PathLike) -> Path:
+def proposal_file(
+    cache_dir: str | os.PathLike,
+    settings: ProposalSettings,
+    image_id: str,
+    image_path: str | os.PathLike,
+) -> Path:
   """Cache file of one image's proposals."""
   return settings_dir(cache_dir, settings) / f"{_safe_stem(image_id, os.fspath(image_path))}.npy"
 
 
-def load_proposals(cache_dir: str | os.PathLike, settings: ProposalSettings, image_id: str,
-                   image_path: str | os.PathLike) -> np.ndarray:
+def load_proposals(
+    cache_dir: str | os.PathLike,
+    settings: ProposalSettings,
+    image_id: str,
+    image_path: str | os.PathLike,
+) -> np.ndarray:
   """Cached proposals of one image, float32 [N, 4]; raises if preparation did not make them."""
   path = proposal_file(cache_dir, settings, image_id, image_path)
   if not path.is_file():
-    raise FileNotFoundError(f"no cached proposals for image {image_id!r} at {path}; run "
-                            "prepare_proposals first")
+    raise FileNotFoundError(
+        f"no cached proposals for image {image_id!r} at {path}; run " "prepare_proposals first"
+    )
   boxes = np.load(path)
   if boxes.shape != (settings.num_proposals, 4) or boxes.dtype != np.float32:
-    raise ValueError(f"cached proposals {path} have {boxes.dtype} {boxes.shape}, expected float32 "
-                     f"({settings.num_proposals}, 4); delete the file to recompute it")
+    raise ValueError(
+        f"cached proposals {path} have {boxes.dtype} {boxes.shape}, expected float32 "
+        f"({settings.num_proposals}, 4); delete the file to recompute it"
+    )
   return boxes
 
 
@@ -230,21 +262,25 @@ def _check_or_write_settings(directory: Path, settings: ProposalSettings) -> Non
   if path.is_file():
     found = json.loads(path.read_text())
     if found != wanted:
-      raise ValueError(f"proposal cache {directory} was made with settings {found}, not {wanted}; "
-                       "use another cache directory or delete this one")
+      raise ValueError(
+          f"proposal cache {directory} was made with settings {found}, not {wanted}; "
+          "use another cache directory or delete this one"
+      )
   else:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(wanted, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
 
-def _compute_one(job: tuple[int, str, str], settings: ProposalSettings
-                 ) -> tuple[int, str, float, float]:
+def _compute_one(
+    job: tuple[int, str, str], settings: ProposalSettings
+) -> tuple[int, str, float, float]:
   """Decodes one image, computes and stores its proposals -> (position, status, wall s, CPU s).
 
   status is "ok" or a skip reason; runs in worker processes, so it must stay picklable.
   """
   from iah_jax.data import images  # pylint: disable=g-import-not-at-top
+
   position, image_path, target = job
   start, start_cpu = time.perf_counter(), time.process_time()
   try:
@@ -265,6 +301,7 @@ def _init_worker() -> None:
   # One OpenCV thread per process: the pool already uses every core.
   try:
     import cv2  # pylint: disable=g-import-not-at-top
+
     cv2.setNumThreads(1)
   except ImportError:
     pass
@@ -280,16 +317,19 @@ def default_num_workers() -> int:
 
 def _progress(total: int, description: str, enabled: bool):
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
   return tqdm(total=total, desc=description, unit="img", disable=not enabled, dynamic_ncols=True)
 
 
-def prepare_proposals(items: Sequence[tuple[str, str | os.PathLike]],
-                      cache_dir: str | os.PathLike,
-                      settings: ProposalSettings = ProposalSettings(),
-                      num_workers: int | None = None,
-                      progress: bool = True,
-                      verbose: bool = True,
-                      description: str = "proposals") -> PreparationReport:
+def prepare_proposals(
+    items: Sequence[tuple[str, str | os.PathLike]],
+    cache_dir: str | os.PathLike,
+    settings: ProposalSettings = ProposalSettings(),
+    num_workers: int | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    description: str = "proposals",
+) -> PreparationReport:
   """Computes and caches the proposals of every item that has none yet.
 
   Args:
@@ -347,11 +387,16 @@ def prepare_proposals(items: Sequence[tuple[str, str | os.PathLike]],
         bar.update(1)
 
   report = PreparationReport(
-      num_items=len(items), num_cached=num_cached, num_computed=totals["computed"], skips=skips,
+      num_items=len(items),
+      num_cached=num_cached,
+      num_computed=totals["computed"],
+      skips=skips,
       ready_ids=[image_id for (image_id, _), ok in zip(items, ready) if ok],
-      compute_seconds=totals["wall"], cpu_seconds=totals["cpu"],
+      compute_seconds=totals["wall"],
+      cpu_seconds=totals["cpu"],
       wall_seconds=time.perf_counter() - start,
-      num_workers=num_workers)
+      num_workers=num_workers,
+  )
   if verbose:
     print(report.format(), flush=True)
   return report

@@ -113,7 +113,7 @@ def nms(boxes, scores, iou_threshold: float, max_output: int | None = None) -> n
   for start in range(0, order.shape[0], block_size):
     if len(kept) >= limit:
       break
-    block = sorted_boxes[start:start + block_size]
+    block = sorted_boxes[start : start + block_size]
     alive = np.ones(block.shape[0], dtype=bool)
     if kept:
       alive &= (_pairwise_iou(sorted_boxes[kept], block) <= iou_threshold).all(0)
@@ -124,7 +124,7 @@ def nms(boxes, scores, iou_threshold: float, max_output: int | None = None) -> n
       kept.append(start + int(i))
       if len(kept) >= limit:
         break
-      alive[i + 1:] &= ~suppresses[i, i + 1:]
+      alive[i + 1 :] &= ~suppresses[i, i + 1 :]
   return order[np.asarray(kept, dtype=np.int64)]
 
 
@@ -149,8 +149,9 @@ def proposal_recall(proposals, gt_boxes, iou_threshold: float = 0.5) -> float:
   return float(np.mean(best_iou >= iou_threshold))
 
 
-def batch_proposal_recall(proposals: Sequence[np.ndarray], gt_boxes: Sequence[np.ndarray],
-                          iou_threshold: float = 0.5) -> float:
+def batch_proposal_recall(
+    proposals: Sequence[np.ndarray], gt_boxes: Sequence[np.ndarray], iou_threshold: float = 0.5
+) -> float:
   """Recall pooled over many images: matched ground-truth boxes / all ground-truth boxes.
 
   Args:
@@ -162,8 +163,9 @@ def batch_proposal_recall(proposals: Sequence[np.ndarray], gt_boxes: Sequence[np
     Recall in [0, 1]; NaN when there is no ground-truth box at all.
   """
   if len(proposals) != len(gt_boxes):
-    raise ValueError(f"got proposals for {len(proposals)} images but ground truth for "
-                     f"{len(gt_boxes)}")
+    raise ValueError(
+        f"got proposals for {len(proposals)} images but ground truth for " f"{len(gt_boxes)}"
+    )
   matched = total = 0
   for image_proposals, image_gt in zip(proposals, gt_boxes):
     image_gt = _as_boxes(image_gt, "gt_boxes")
@@ -183,8 +185,16 @@ class _WindowGrid:
   All arrays are flat over windows; windows of one (width, height) form a row-major grid.
   """
 
-  def __init__(self, height: int, width: int, min_size: float, scale_step: float,
-               max_aspect: float, stride_fraction: float, ring_fraction: float):
+  def __init__(
+      self,
+      height: int,
+      width: int,
+      min_size: float,
+      scale_step: float,
+      max_aspect: float,
+      stride_fraction: float,
+      ring_fraction: float,
+  ):
     fractions = [min_size]
     while fractions[-1] * scale_step < 1.0 - 1e-9:
       fractions.append(fractions[-1] * scale_step)
@@ -208,8 +218,12 @@ class _WindowGrid:
         # 8-neighbour indices on this grid; off-grid neighbours point at the window itself.
         index = np.arange(ny * nx).reshape(ny, nx) + offset
         padded = np.pad(index, 1, mode="edge")
-        shifts = [padded[1 + dy:1 + dy + ny, 1 + dx:1 + dx + nx]
-                  for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+        shifts = [
+            padded[1 + dy : 1 + dy + ny, 1 + dx : 1 + dx + nx]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if (dy, dx) != (0, 0)
+        ]
         neighbours.append(np.stack(shifts, -1).reshape(-1, 8))
         offset += ny * nx
     inner = np.concatenate(coords).astype(np.int64)
@@ -238,8 +252,13 @@ class _WindowGrid:
         corner_positions.append(point_ids[key])
       self.region_corners.append(tuple(corner_positions))
     self.points = np.stack(points, 0)
-    areas = np.stack([(columns[rx1] - columns[rx0]) * (rows[ry1] - rows[ry0])
-                      for rx0, ry0, rx1, ry1 in _REGIONS], 0)
+    areas = np.stack(
+        [
+            (columns[rx1] - columns[rx0]) * (rows[ry1] - rows[ry0])
+            for rx0, ry0, rx1, ry1 in _REGIONS
+        ],
+        0,
+    )
     # 1 / area per region [R, M]; 0 for an empty region (a strip cut off by the image border).
     self.inverse_areas = (1.0 / np.maximum(areas, 1) * (areas > 0)).astype(np.float32)
     self.normalised = (inner / np.array([width, height, width, height])).astype(np.float32)
@@ -249,11 +268,17 @@ class _WindowGrid:
 # Regions scored around each window, as names of their (x0, y0, x1, y1) coordinates: the window;
 # then for the sides left, right, top, bottom the outer strip ("o": ring_fraction of the window
 # size outside it); then for the same sides the inner band (as wide, inside the window).
-_REGIONS = (("x0", "y0", "x1", "y1"),
-            ("ox0", "y0", "x0", "y1"), ("x1", "y0", "ox1", "y1"),
-            ("x0", "oy0", "x1", "y0"), ("x0", "y1", "x1", "oy1"),
-            ("x0", "y0", "ix0", "y1"), ("ix1", "y0", "x1", "y1"),
-            ("x0", "y0", "x1", "iy0"), ("x0", "iy1", "x1", "y1"))
+_REGIONS = (
+    ("x0", "y0", "x1", "y1"),
+    ("ox0", "y0", "x0", "y1"),
+    ("x1", "y0", "ox1", "y1"),
+    ("x0", "oy0", "x1", "y0"),
+    ("x0", "y1", "x1", "oy1"),
+    ("x0", "y0", "ix0", "y1"),
+    ("ix1", "y0", "x1", "y1"),
+    ("x0", "y0", "x1", "iy0"),
+    ("x0", "iy1", "x1", "y1"),
+)
 
 
 def _grid_starts(extent: int, window: int, stride_fraction: float) -> np.ndarray:
@@ -267,10 +292,12 @@ def _grid_starts(extent: int, window: int, stride_fraction: float) -> np.ndarray
 
 
 @functools.lru_cache(maxsize=16)
-def _window_grid(height, width, min_size, scale_step, max_aspect, stride_fraction,
-                 ring_fraction) -> _WindowGrid:
-  return _WindowGrid(height, width, min_size, scale_step, max_aspect, stride_fraction,
-                     ring_fraction)
+def _window_grid(
+    height, width, min_size, scale_step, max_aspect, stride_fraction, ring_fraction
+) -> _WindowGrid:
+  return _WindowGrid(
+      height, width, min_size, scale_step, max_aspect, stride_fraction, ring_fraction
+  )
 
 
 def window_scores(image: np.ndarray, grid: _WindowGrid) -> np.ndarray:
@@ -280,8 +307,9 @@ def window_scores(image: np.ndarray, grid: _WindowGrid) -> np.ndarray:
   integral = np.zeros((channels, height + 1, width + 1))
   integral[:, 1:, 1:] = rgb.cumsum(1).cumsum(2)
   # float32 after the float64 cumulative sums; one gather of all corners of every window.
-  values = np.take(integral.astype(np.float32).reshape(channels, -1), grid.points,
-                   axis=1)  # [3, P, M]
+  values = np.take(
+      integral.astype(np.float32).reshape(channels, -1), grid.points, axis=1
+  )  # [3, P, M]
   means = []
   for (c0, c1, c2, c3), inverse_area in zip(grid.region_corners, grid.inverse_areas):
     region_sum = values[:, c0] - values[:, c1]
@@ -295,10 +323,8 @@ def window_scores(image: np.ndarray, grid: _WindowGrid) -> np.ndarray:
   for strip, band, strip_inverse_area in zip(strips, bands, grid.inverse_areas[1:5]):
     # A side cut off by the image border gives no evidence against the window.
     missing = strip_inverse_area == 0
-    np.minimum(surround, np.where(missing, np.inf, _squared_distance(window, strip)),
-               out=surround)
-    np.minimum(boundary, np.where(missing, np.inf, _squared_distance(band, strip)),
-               out=boundary)
+    np.minimum(surround, np.where(missing, np.inf, _squared_distance(window, strip)), out=surround)
+    np.minimum(boundary, np.where(missing, np.inf, _squared_distance(band, strip)), out=boundary)
   surround[np.isinf(surround)] = 0.0
   boundary[np.isinf(boundary)] = 0.0
   return np.sqrt(surround * boundary)
@@ -311,11 +337,18 @@ def _squared_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return difference.sum(0)
 
 
-def generic_proposals(image, num_proposals: int = 100, *, min_size: float = 0.12,
-                      scale_step: float = 1.25, max_aspect: float = 3.0,
-                      stride_fraction: float = 0.2, ring_fraction: float = 0.25,
-                      nms_iou: float = 0.6,
-                      num_candidates: int = 2000) -> np.ndarray:
+def generic_proposals(
+    image,
+    num_proposals: int = 100,
+    *,
+    min_size: float = 0.12,
+    scale_step: float = 1.25,
+    max_aspect: float = 3.0,
+    stride_fraction: float = 0.2,
+    ring_fraction: float = 0.25,
+    nms_iou: float = 0.6,
+    num_candidates: int = 2000,
+) -> np.ndarray:
   """N region proposals from sliding windows scored by colour contrast (module docstring).
 
   Reads only the pixels: no ground truth enters.
@@ -345,15 +378,26 @@ def generic_proposals(image, num_proposals: int = 100, *, min_size: float = 0.12
   if num_proposals < 1:
     raise ValueError(f"num_proposals must be >= 1, got {num_proposals}")
   if not 0.0 < min_size <= 1.0 or scale_step <= 1.0 or max_aspect < 1.0:
-    raise ValueError("need 0 < min_size <= 1, scale_step > 1 and max_aspect >= 1, got "
-                     f"{min_size}, {scale_step}, {max_aspect}")
+    raise ValueError(
+        "need 0 < min_size <= 1, scale_step > 1 and max_aspect >= 1, got "
+        f"{min_size}, {scale_step}, {max_aspect}"
+    )
   if stride_fraction <= 0.0 or ring_fraction <= 0.0 or not 0.0 <= nms_iou <= 1.0:
-    raise ValueError("need stride_fraction > 0, ring_fraction > 0 and 0 <= nms_iou <= 1, got "
-                     f"{stride_fraction}, {ring_fraction}, {nms_iou}")
+    raise ValueError(
+        "need stride_fraction > 0, ring_fraction > 0 and 0 <= nms_iou <= 1, got "
+        f"{stride_fraction}, {ring_fraction}, {nms_iou}"
+    )
   if num_candidates < 1:
     raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
-  grid = _window_grid(image.shape[0], image.shape[1], float(min_size), float(scale_step),
-                      float(max_aspect), float(stride_fraction), float(ring_fraction))
+  grid = _window_grid(
+      image.shape[0],
+      image.shape[1],
+      float(min_size),
+      float(scale_step),
+      float(max_aspect),
+      float(stride_fraction),
+      float(ring_fraction),
+  )
   scores = window_scores(image, grid)
 
   best_neighbour = scores.take(grid.neighbours[0])
@@ -368,11 +412,12 @@ def generic_proposals(image, num_proposals: int = 100, *, min_size: float = 0.12
   if kept.size < num_proposals:
     # Pad with the best windows NMS (or the peak test) removed, then with the whole image.
     order = np.lexsort((np.arange(scores.size), -scores))
-    spare = order[~np.isin(order, kept)][:num_proposals - kept.size]
+    spare = order[~np.isin(order, kept)][: num_proposals - kept.size]
     kept = np.concatenate([kept, spare])
   boxes = grid.normalised[kept]
   if boxes.shape[0] < num_proposals:
-    whole = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32),
-                    (num_proposals - boxes.shape[0], 1))
+    whole = np.tile(
+        np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (num_proposals - boxes.shape[0], 1)
+    )
     boxes = np.concatenate([boxes, whole])
   return np.ascontiguousarray(boxes, dtype=np.float32)

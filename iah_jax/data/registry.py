@@ -70,7 +70,9 @@ def make_config(name: str, **options):
   allowed = {f.name for f in dataclasses.fields(config_class)} - set(_RESERVED)
   unknown = sorted(set(options) - allowed)
   if unknown:
-    raise ValueError(f"unknown option(s) {unknown} for dataset {name!r}; allowed: {sorted(allowed)}")
+    raise ValueError(
+        f"unknown option(s) {unknown} for dataset {name!r}; allowed: {sorted(allowed)}"
+    )
   for key, value in fixed.items():
     if key in options and options[key] != value:
       raise ValueError(f"dataset {name!r} fixes {key}={value!r}; got {key}={options[key]!r}")
@@ -82,14 +84,17 @@ def make_config(name: str, **options):
       options[key] = tuple(value)
   config = config_class(name=name, **options)
   # Every field enters the name, defaults included: a changed default never reuses stale files.
-  identity = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-              if f.name not in _RESERVED}
-  return dataclasses.replace(config, name=config_name(name, identity),
-                             description=f"{name} {options}")
+  identity = {
+      f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _RESERVED
+  }
+  return dataclasses.replace(
+      config, name=config_name(name, identity), description=f"{name} {options}"
+  )
 
 
-def get_builder(name: str, data_dir: str, prepare: bool = True,
-                **options) -> tfds.core.DatasetBuilder:
+def get_builder(
+    name: str, data_dir: str, prepare: bool = True, **options
+) -> tfds.core.DatasetBuilder:
   """The TFDS builder of dataset ``name``, prepared under ``data_dir`` unless ``prepare=False``.
 
   Args:
@@ -105,19 +110,28 @@ def get_builder(name: str, data_dir: str, prepare: bool = True,
     data_dir = os.path.abspath(os.path.expanduser(data_dir))
   if name == SYNTHETIC_SCENES:
     from iah_jax.data import synthetic_scenes  # pylint: disable=g-import-not-at-top
+
     config = options.pop("config", None)
     if config is None:
-      config = (synthetic_scenes.SyntheticScenesConfig(name=config_name(name, options), **options)
-                if options else "default")
+      config = (
+          synthetic_scenes.SyntheticScenesConfig(name=config_name(name, options), **options)
+          if options
+          else "default"
+      )
     elif options:
-      raise ValueError(f"synthetic_scenes: pass either config= or its fields, not both "
-                       f"(got config={config!r} and {sorted(options)})")
+      raise ValueError(
+          f"synthetic_scenes: pass either config= or its fields, not both "
+          f"(got config={config!r} and {sorted(options)})"
+      )
     return synthetic_scenes.load_builder(data_dir, config)
   config = make_config(name, **options)
   module_name, builder_class_name, _, _ = _DATASETS[name]
   builder_class = getattr(importlib.import_module(module_name), builder_class_name)
   builder = builder_class(config=config, data_dir=data_dir)
   if prepare and not builder.is_prepared():
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        compute_stats=tfds.download.ComputeStatsMode.SKIP, try_download_gcs=False))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            compute_stats=tfds.download.ComputeStatsMode.SKIP, try_download_gcs=False
+        )
+    )
   return builder

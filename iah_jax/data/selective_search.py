@@ -56,12 +56,15 @@ def _import_cv2():
   try:
     import cv2  # pylint: disable=g-import-not-at-top
   except ImportError as err:
-    raise ImportError("selective search needs OpenCV contrib: pip install "
-                      "opencv-contrib-python-headless") from err
+    raise ImportError(
+        "selective search needs OpenCV contrib: pip install " "opencv-contrib-python-headless"
+    ) from err
   if not hasattr(cv2, "ximgproc"):
-    raise ImportError("cv2 has no ximgproc module: the plain opencv-python package shadows the "
-                      "contrib build; pip uninstall opencv-python opencv-python-headless && pip "
-                      "install opencv-contrib-python-headless")
+    raise ImportError(
+        "cv2 has no ximgproc module: the plain opencv-python package shadows the "
+        "contrib build; pip uninstall opencv-python opencv-python-headless && pip "
+        "install opencv-contrib-python-headless"
+    )
   return cv2
 
 
@@ -106,11 +109,18 @@ def pad_cyclically(boxes: np.ndarray, num_rows: int) -> np.ndarray:
   return boxes[np.arange(num_rows) % len(boxes)]
 
 
-def selective_search_proposals(image: np.ndarray, num_proposals: int = 100, *,
-                               search_max_side: int = 256, mode: str = "fast",
-                               nms_iou: float = 0.7, max_candidates: int = 1000,
-                               min_side: float = 0.04, include_whole_image: bool = True,
-                               seed: int = 0) -> np.ndarray:
+def selective_search_proposals(
+    image: np.ndarray,
+    num_proposals: int = 100,
+    *,
+    search_max_side: int = 256,
+    mode: str = "fast",
+    nms_iou: float = 0.7,
+    max_candidates: int = 1000,
+    min_side: float = 0.04,
+    include_whole_image: bool = True,
+    seed: int = 0,
+) -> np.ndarray:
   """Region proposals for one image (see the module docstring for each step).
 
   Args:
@@ -144,9 +154,15 @@ def selective_search_proposals(image: np.ndarray, num_proposals: int = 100, *,
       image = cv2.resize(image, (small_w, small_h), interpolation=cv2.INTER_AREA)
     rects = raw_selective_search(image, mode=mode, seed=seed)[:max_candidates]
     rects = rects.astype(np.float32)
-    boxes = np.stack([rects[:, 0] / small_w, rects[:, 1] / small_h,
-                      (rects[:, 0] + rects[:, 2]) / small_w,
-                      (rects[:, 1] + rects[:, 3]) / small_h], axis=-1)
+    boxes = np.stack(
+        [
+            rects[:, 0] / small_w,
+            rects[:, 1] / small_h,
+            (rects[:, 0] + rects[:, 2]) / small_w,
+            (rects[:, 1] + rects[:, 3]) / small_h,
+        ],
+        axis=-1,
+    )
     boxes = np.clip(boxes, 0.0, 1.0)
     large = ((boxes[:, 2] - boxes[:, 0]) >= min_side) & ((boxes[:, 3] - boxes[:, 1]) >= min_side)
     boxes = boxes[large]
@@ -154,6 +170,7 @@ def selective_search_proposals(image: np.ndarray, num_proposals: int = 100, *,
       boxes = np.concatenate([WHOLE_IMAGE_BOX[None], boxes], axis=0)
     # NMS in rank order: the score of the k-th box is -k.
     from iah_jax.data import proposals  # pylint: disable=g-import-not-at-top
+
     ranks = -np.arange(len(boxes), dtype=np.float64)
     kept = boxes[proposals.nms(boxes, ranks, nms_iou, max_output=num_proposals)]
   if len(kept) == 0:

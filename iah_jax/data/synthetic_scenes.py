@@ -59,14 +59,34 @@ from iah_jax.data import proposals as proposals_lib
 
 # Shapes and colour families; category k < 10 is (_SHAPES[k], _COLOURS[k]), category 10 + k is
 # (_SHAPES[(k + 3) % 10], _COLOURS[k]).
-_SHAPES = ("disc", "square", "triangle", "plus", "ring", "diamond", "star", "frame",
-           "striped_square", "hourglass")
+_SHAPES = (
+    "disc",
+    "square",
+    "triangle",
+    "plus",
+    "ring",
+    "diamond",
+    "star",
+    "frame",
+    "striped_square",
+    "hourglass",
+)
 # (name, hue in degrees); hues spaced >= 26 degrees apart, jittered by at most 4.
-_COLOURS = (("red", 0.0), ("orange", 32.0), ("yellow", 58.0), ("lime", 90.0), ("green", 130.0),
-            ("cyan", 180.0), ("azure", 208.0), ("blue", 240.0), ("violet", 275.0),
-            ("magenta", 315.0))
+_COLOURS = (
+    ("red", 0.0),
+    ("orange", 32.0),
+    ("yellow", 58.0),
+    ("lime", 90.0),
+    ("green", 130.0),
+    ("cyan", 180.0),
+    ("azure", 208.0),
+    ("blue", 240.0),
+    ("violet", 275.0),
+    ("magenta", 315.0),
+)
 _CATEGORIES = tuple((_SHAPES[k], k) for k in range(10)) + tuple(
-    (_SHAPES[(k + 3) % 10], k) for k in range(10))
+    (_SHAPES[(k + 3) % 10], k) for k in range(10)
+)
 CATEGORY_NAMES = tuple(f"{_COLOURS[colour][0]}_{shape}" for shape, colour in _CATEGORIES)
 
 _MIN_SIDE, _MAX_SIDE = 0.2, 0.5
@@ -118,16 +138,19 @@ def _polygon(points):
 
 _TRIANGLE = _polygon([(-1.0, 1.0), (1.0, 1.0), (0.0, -1.0)])
 _DIAMOND = _polygon([(0.0, -1.0), (1.0, 0.0), (0.0, 1.0), (-1.0, 0.0)])
-_HOURGLASS = (_polygon([(-1.0, -1.0), (1.0, -1.0), (0.0, 0.05)]),
-              _polygon([(-1.0, 1.0), (1.0, 1.0), (0.0, -0.05)]))
+_HOURGLASS = (
+    _polygon([(-1.0, -1.0), (1.0, -1.0), (0.0, 0.05)]),
+    _polygon([(-1.0, 1.0), (1.0, 1.0), (0.0, -0.05)]),
+)
 
 
 def _star_pieces():
-  outer = [(math.cos(a), math.sin(a)) for a in
-           (math.radians(-90 + 72 * i) for i in range(5))]
+  outer = [(math.cos(a), math.sin(a)) for a in (math.radians(-90 + 72 * i) for i in range(5))]
   inner_radius = 0.42
-  inner = [(inner_radius * math.cos(a), inner_radius * math.sin(a)) for a in
-           (math.radians(-90 + 36 + 72 * i) for i in range(5))]
+  inner = [
+      (inner_radius * math.cos(a), inner_radius * math.sin(a))
+      for a in (math.radians(-90 + 36 + 72 * i) for i in range(5))
+  ]
   pieces = [_polygon(inner)]
   for i in range(5):
     pieces.append(_polygon([outer[i], inner[i], inner[i - 1]]))
@@ -148,8 +171,9 @@ def _shape_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return _convex_polygon_distance(u, v, _TRIANGLE)
   if shape == "plus":
     half = 0.34
-    return np.minimum(np.maximum(np.abs(u) - 1.0, np.abs(v) - half),
-                      np.maximum(np.abs(u) - half, np.abs(v) - 1.0))
+    return np.minimum(
+        np.maximum(np.abs(u) - 1.0, np.abs(v) - half), np.maximum(np.abs(u) - half, np.abs(v) - 1.0)
+    )
   if shape == "ring":
     return np.abs(np.sqrt(u * u + v * v) - 0.7) - 0.3
   if shape == "diamond":
@@ -182,8 +206,9 @@ class _SceneObject:
   paint: np.ndarray  # float [S, S, 3] colour (with texture) where the object is drawn.
 
 
-def _make_object(rng: np.random.Generator, category: int, size: int, ys: np.ndarray,
-                 xs: np.ndarray) -> _SceneObject:
+def _make_object(
+    rng: np.random.Generator, category: int, size: int, ys: np.ndarray, xs: np.ndarray
+) -> _SceneObject:
   shape, colour = _CATEGORIES[category]
   side = rng.uniform(_MIN_SIDE, _MAX_SIDE) * size
   aspect = math.exp(rng.uniform(-_MAX_ASPECT_LOG, _MAX_ASPECT_LOG))
@@ -217,14 +242,18 @@ def _make_object(rng: np.random.Generator, category: int, size: int, ys: np.ndar
 
 def _patch(size: int, x_lo: float, x_hi: float, y_lo: float, y_hi: float, margin: float = 2.0):
   """(row slice, column slice) of the pixels within `margin` of a box, clipped to the image."""
+
   def span(lo, hi):
     return slice(max(0, int(math.floor(lo - margin))), min(size, int(math.ceil(hi + margin))))
+
   return span(y_lo, y_hi), span(x_lo, x_hi)
 
 
 def _background(rng: np.random.Generator, size: int, ys: np.ndarray, xs: np.ndarray):
-  colours = [_hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.0, 0.2), rng.uniform(0.25, 0.75))
-             for _ in range(2)]
+  colours = [
+      _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.0, 0.2), rng.uniform(0.25, 0.75))
+      for _ in range(2)
+  ]
   angle = rng.uniform(0, 2 * math.pi)
   along = (math.cos(angle) * xs + math.sin(angle) * ys) / size
   t = (along - along.min()) / max(along.max() - along.min(), 1e-6)
@@ -240,13 +269,24 @@ def _background(rng: np.random.Generator, size: int, ys: np.ndarray, xs: np.ndar
       length = rng.uniform(0.05, 0.15) * size
       points.append(points[-1] + length * np.array([math.cos(heading), math.sin(heading)]))
     points = np.asarray(points)
-    rows, cols = _patch(size, points[:, 0].min(), points[:, 0].max(), points[:, 1].min(),
-                        points[:, 1].max(), margin=half_width + 1.0)
+    rows, cols = _patch(
+        size,
+        points[:, 0].min(),
+        points[:, 0].max(),
+        points[:, 1].min(),
+        points[:, 1].max(),
+        margin=half_width + 1.0,
+    )
     if rows.start >= rows.stop or cols.start >= cols.stop:
       continue  # The stroke lies entirely outside the image.
     patch_x, patch_y = xs[rows, cols], ys[rows, cols]
-    distance = np.min([_segment_distance(patch_x, patch_y, start, end)
-                       for start, end in zip(points[:-1], points[1:])], axis=0)
+    distance = np.min(
+        [
+            _segment_distance(patch_x, patch_y, start, end)
+            for start, end in zip(points[:-1], points[1:])
+        ],
+        axis=0,
+    )
     alpha = np.clip(half_width + 0.5 - distance, 0.0, 1.0)[..., None]
     image[rows, cols] = image[rows, cols] * (1 - alpha) + colour * alpha
   return image
@@ -255,7 +295,8 @@ def _background(rng: np.random.Generator, size: int, ys: np.ndarray, xs: np.ndar
 def _segment_distance(xs, ys, start, end):
   direction = end - start
   t = ((xs - start[0]) * direction[0] + (ys - start[1]) * direction[1]) / max(
-      float(direction @ direction), 1e-9)
+      float(direction @ direction), 1e-9
+  )
   t = np.clip(t, 0.0, 1.0)
   return np.hypot(xs - (start[0] + t * direction[0]), ys - (start[1] + t * direction[1]))
 
@@ -288,14 +329,19 @@ def render_scene(rng: np.random.Generator, image_size: int, num_classes: int, ma
     category = int(rng.integers(num_classes))
     for _ in range(_PLACEMENT_TRIES):
       candidate = _make_object(rng, category, size, ys, xs)
-      if all((candidate.mask & earlier.mask).sum() <= _MAX_COVER_FRACTION * earlier.mask.sum()
-             for earlier in objects):
+      if all(
+          (candidate.mask & earlier.mask).sum() <= _MAX_COVER_FRACTION * earlier.mask.sum()
+          for earlier in objects
+      ):
         objects.append(candidate)
         break
 
   visible = _visible_masks(objects)
-  objects = [obj for obj, seen in zip(objects, visible)
-             if seen.sum() >= _MIN_VISIBLE_FRACTION * obj.mask.sum()]
+  objects = [
+      obj
+      for obj, seen in zip(objects, visible)
+      if seen.sum() >= _MIN_VISIBLE_FRACTION * obj.mask.sum()
+  ]
   visible = _visible_masks(objects)
 
   for obj in objects:
@@ -310,8 +356,7 @@ def render_scene(rng: np.random.Generator, image_size: int, num_classes: int, ma
     cols = np.flatnonzero(seen.any(0))
     boxes.append([cols[0] / size, rows[0] / size, (cols[-1] + 1) / size, (rows[-1] + 1) / size])
     labels.append(obj.category)
-  return (image, np.asarray(boxes, np.float32).reshape(-1, 4),
-          np.asarray(labels, np.int32))
+  return (image, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int32))
 
 
 def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -322,8 +367,9 @@ def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
 def make_example(config: "SyntheticScenesConfig", split: str, index: int) -> dict:
   """The full example `index` of `split` in the shared schema (features.py)."""
   rng = example_rng(config.seed, split, index)
-  image, boxes, object_labels = render_scene(rng, config.image_size, config.num_classes,
-                                             config.max_objects)
+  image, boxes, object_labels = render_scene(
+      rng, config.image_size, config.num_classes, config.max_objects
+  )
   labels = np.zeros(config.num_classes, np.uint8)
   labels[object_labels] = 1
   return {
@@ -345,9 +391,20 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
   """Parameters of a synthetic-scenes variant. Data of different parameters must use different
   config names (TFDS stores each config under data_dir/iah_synthetic_scenes/<name>/<version>)."""
 
-  def __init__(self, *, name: str, image_size: int = 64, num_classes: int = 10,
-               num_train: int = 4000, num_test: int = 500, num_proposals: int = 100,
-               max_objects: int = 4, seed: int = 0, description: str | None = None, **kwargs):
+  def __init__(
+      self,
+      *,
+      name: str,
+      image_size: int = 64,
+      num_classes: int = 10,
+      num_train: int = 4000,
+      num_test: int = 500,
+      num_proposals: int = 100,
+      max_objects: int = 4,
+      seed: int = 0,
+      description: str | None = None,
+      **kwargs,
+  ):
     class_names(num_classes)  # Validates num_classes.
     if image_size < 16:
       raise ValueError(f"image_size must be >= 16, got {image_size}")
@@ -365,16 +422,23 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
     self.max_objects = int(max_objects)
     self.seed = int(seed)
     if description is None:
-      description = (f"{image_size}x{image_size} scenes, {num_classes} categories, "
-                     f"{num_train}/{num_test} train/test, {num_proposals} proposals, "
-                     f"<= {max_objects} objects, seed {seed}")
+      description = (
+          f"{image_size}x{image_size} scenes, {num_classes} categories, "
+          f"{num_train}/{num_test} train/test, {num_proposals} proposals, "
+          f"<= {max_objects} objects, seed {seed}"
+      )
     super().__init__(name=name, description=description, **kwargs)
 
   def parameters(self) -> dict:
-    return {"image_size": self.image_size, "num_classes": self.num_classes,
-            "num_train": self.num_train, "num_test": self.num_test,
-            "num_proposals": self.num_proposals, "max_objects": self.max_objects,
-            "seed": self.seed}
+    return {
+        "image_size": self.image_size,
+        "num_classes": self.num_classes,
+        "num_train": self.num_train,
+        "num_test": self.num_test,
+        "num_proposals": self.num_proposals,
+        "max_objects": self.max_objects,
+        "seed": self.seed,
+    }
 
 
 class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
@@ -393,11 +457,14 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     return self.dataset_info_from_configs(
         features=features_lib.example_features(
-            config.num_classes, config.num_proposals,
-            image_shape=(config.image_size, config.image_size, 3), encoding_format="png"),
+            config.num_classes,
+            config.num_proposals,
+            image_shape=(config.image_size, config.image_size, 3),
+            encoding_format="png",
+        ),
         metadata=tfds.core.MetadataDict(
-            parameters=config.parameters(),
-            class_names=list(class_names(config.num_classes))),
+            parameters=config.parameters(), class_names=list(class_names(config.num_classes))
+        ),
         description=__doc__,
         # Keep examples in index order on disk: retrieval breaks ties by database index.
         disable_shuffling=True,
@@ -406,8 +473,10 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything is generated; nothing is downloaded.
     config = self.builder_config
-    return {"train": self._generate_examples("train", config.num_train),
-            "test": self._generate_examples("test", config.num_test)}
+    return {
+        "train": self._generate_examples("train", config.num_train),
+        "test": self._generate_examples("test", config.num_test),
+    }
 
   def _generate_examples(self, split: str, count: int):
     for index in range(count):
@@ -420,8 +489,9 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
       yield index, example
 
 
-def load_builder(data_dir: str,
-                 config: SyntheticScenesConfig | str = "default") -> tfds.core.DatasetBuilder:
+def load_builder(
+    data_dir: str, config: SyntheticScenesConfig | str = "default"
+) -> tfds.core.DatasetBuilder:
   """The prepared builder: generates into `data_dir` on first use, reuses it afterwards.
 
   Raises ValueError when `data_dir` already holds this config name prepared with other
@@ -430,8 +500,10 @@ def load_builder(data_dir: str,
   if isinstance(config, str):
     known = {c.name: c for c in SyntheticScenes.BUILDER_CONFIGS}
     if config not in known:
-      raise ValueError(f"unknown synthetic-scenes config {config!r}; known: {sorted(known)} "
-                       "(or pass a SyntheticScenesConfig)")
+      raise ValueError(
+          f"unknown synthetic-scenes config {config!r}; known: {sorted(known)} "
+          "(or pass a SyntheticScenesConfig)"
+      )
     config = known[config]
   if not isinstance(config, SyntheticScenesConfig):
     raise ValueError(f"config must be a config name or a SyntheticScenesConfig, got {config!r}")
@@ -442,8 +514,12 @@ def load_builder(data_dir: str,
     if stored != config.parameters():
       raise ValueError(
           f"{builder.data_dir} holds config {config.name!r} prepared with {stored}, not "
-          f"{config.parameters()}; give the new parameters another config name or data_dir")
+          f"{config.parameters()}; give the new parameters another config name or data_dir"
+      )
   else:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        compute_stats=tfds.download.ComputeStatsMode.SKIP, try_download_gcs=False))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            compute_stats=tfds.download.ComputeStatsMode.SKIP, try_download_gcs=False
+        )
+    )
   return builder

@@ -43,9 +43,28 @@ from iah_jax.data import images
 from iah_jax.data import multilabel_builder as base
 
 # Same order as TFDS's voc builder (alphabetical); tests check they agree.
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-               "train", "tvmonitor")
+VOC_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 DEFAULT_IMAGE_SETS = {"2007": ("trainval", "test"), "2012": ("trainval",)}
 
 
@@ -58,6 +77,7 @@ class VocConfig(base.MultiLabelConfig):
     image_sets: ImageSets/Main lists forming the pool; () = the paper's (see the module doc).
     difficult_as_label: whether objects marked difficult make their category positive.
   """
+
   year: str = "2007"
   image_sets: tuple[str, ...] = ()
   difficult_as_label: bool = True
@@ -78,8 +98,10 @@ def find_voc_year_dir(data_path: str | os.PathLike, year: str) -> Path:
   for candidate in candidates:
     if (candidate / "Annotations").is_dir() and (candidate / "ImageSets" / "Main").is_dir():
       return candidate
-  raise FileNotFoundError(f"VOC{year}: no Annotations/ and ImageSets/Main/ found in any of "
-                          f"{[str(c) for c in candidates]}")
+  raise FileNotFoundError(
+      f"VOC{year}: no Annotations/ and ImageSets/Main/ found in any of "
+      f"{[str(c) for c in candidates]}"
+  )
 
 
 def _text(element, tag: str, xml_path, default: str | None = None) -> str:
@@ -91,8 +113,12 @@ def _text(element, tag: str, xml_path, default: str | None = None) -> str:
   return child.text.strip()
 
 
-def parse_voc_annotation(xml_path: str | os.PathLike, difficult_as_label: bool = True,
-                         class_names=VOC_CLASSES, image_path: str | None = None):
+def parse_voc_annotation(
+    xml_path: str | os.PathLike,
+    difficult_as_label: bool = True,
+    class_names=VOC_CLASSES,
+    image_path: str | None = None,
+):
   """Parses one VOC XML.
 
   Returns:
@@ -108,6 +134,7 @@ def parse_voc_annotation(xml_path: str | os.PathLike, difficult_as_label: bool =
   if (width <= 0 or height <= 0) and image_path and os.path.isfile(image_path):
     # A few annotation files carry size 0; the image header has the truth.
     from PIL import Image  # pylint: disable=g-import-not-at-top
+
     with Image.open(image_path) as image:
       width, height = image.size
   if width <= 0 or height <= 0:
@@ -117,8 +144,9 @@ def parse_voc_annotation(xml_path: str | os.PathLike, difficult_as_label: bool =
   for obj in root.findall("object"):
     name = _text(obj, "name", xml_path).lower()
     if name not in class_names:
-      raise ValueError(f"VOC annotation {xml_path}: unknown class {name!r}; known: "
-                       f"{list(class_names)}")
+      raise ValueError(
+          f"VOC annotation {xml_path}: unknown class {name!r}; known: " f"{list(class_names)}"
+      )
     difficult = _text(obj, "difficult", xml_path, "0") == "1"
     if difficult and not difficult_as_label:
       continue
@@ -130,8 +158,9 @@ def parse_voc_annotation(xml_path: str | os.PathLike, difficult_as_label: bool =
     corners = [float(_text(bndbox, tag, xml_path)) for tag in ("xmin", "ymin", "xmax", "ymax")]
     boxes.append([corners[0] - 1.0, corners[1] - 1.0, corners[2], corners[3]])
     box_labels.append(category)
-  fractions = images.pixel_boxes_to_fractions(np.asarray(boxes, np.float32).reshape(-1, 4),
-                                              height, width)
+  fractions = images.pixel_boxes_to_fractions(
+      np.asarray(boxes, np.float32).reshape(-1, 4), height, width
+  )
   return labels, fractions, np.asarray(box_labels, np.int32)
 
 
@@ -155,17 +184,32 @@ class IahVoc(base.MultiLabelBuilder):
   def _read_records(self) -> list[base.ImageRecord]:
     config = self.config
     year_dir = find_voc_year_dir(config.data_path, config.year)
-    ids = list(dict.fromkeys(image_id for set_name in config.pool_image_sets()
-                             for image_id in read_image_set(year_dir, set_name)))
+    ids = list(
+        dict.fromkeys(
+            image_id
+            for set_name in config.pool_image_sets()
+            for image_id in read_image_set(year_dir, set_name)
+        )
+    )
     records = []
     for image_id in ids:
       xml_path = year_dir / "Annotations" / f"{image_id}.xml"
       image_path = str(year_dir / "JPEGImages" / f"{image_id}.jpg")
       if not xml_path.is_file():
-        raise FileNotFoundError(f"VOC{config.year}: image {image_id!r} is listed in "
-                                f"{config.pool_image_sets()} but {xml_path} does not exist")
+        raise FileNotFoundError(
+            f"VOC{config.year}: image {image_id!r} is listed in "
+            f"{config.pool_image_sets()} but {xml_path} does not exist"
+        )
       labels, boxes, box_labels = parse_voc_annotation(
-          xml_path, config.difficult_as_label, VOC_CLASSES, image_path)
-      records.append(base.ImageRecord(image_id=image_id, path=image_path, labels=labels,
-                                      object_boxes=boxes, object_labels=box_labels))
+          xml_path, config.difficult_as_label, VOC_CLASSES, image_path
+      )
+      records.append(
+          base.ImageRecord(
+              image_id=image_id,
+              path=image_path,
+              labels=labels,
+              object_boxes=boxes,
+              object_labels=box_labels,
+          )
+      )
     return records

@@ -27,17 +27,21 @@ _METHODS = {
 @dataclasses.dataclass(frozen=True)
 class Method:
   name: str
-  build_model: Callable   # (config, num_classes, semantic_bits, bits_per_category, backbone)
+  build_model: Callable  # (config, num_classes, semantic_bits, bits_per_category, backbone)
   compute_losses: Callable  # (outputs, labels, loss_config) -> {"loss": scalar, ...terms}
-  encode: Callable        # (outputs, config) -> {"semantic_codes": ..., ...}
+  encode: Callable  # (outputs, config) -> {"semantic_codes": ..., ...}
 
 
 def get_method(name: str) -> Method:
   if name not in _METHODS:
     raise ValueError(f"unknown method {name!r}; known: {sorted(_METHODS)}")
   module = importlib.import_module(_METHODS[name])
-  return Method(name=name, build_model=module.build_model,
-                compute_losses=module.compute_losses, encode=module.encode)
+  return Method(
+      name=name,
+      build_model=module.build_model,
+      compute_losses=module.compute_losses,
+      encode=module.encode,
+  )
 
 
 def method_names() -> tuple[str, ...]:

@@ -24,38 +24,56 @@ from iah_jax.models import iah
 class CategoryBaseline(nn.Module):
   """`__call__(images, proposals (ignored), train) -> {"category_features": [B, c, b] in
   (-1, 1), "semantic_features": the same flattened to [B, c * b]}`."""
+
   backbone: nn.Module
   num_classes: int
   bits_per_category: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, proposals: jax.Array | None = None,
-               train: bool = False) -> dict:
+  def __call__(
+      self, images: jax.Array, proposals: jax.Array | None = None, train: bool = False
+  ) -> dict:
     del proposals  # whole-image method
     pooled = jnp.mean(self.backbone(images, train=train).astype(jnp.float32), axis=(1, 2))
-    flat = jnp.tanh(nn.Dense(self.num_classes * self.bits_per_category, dtype=self.dtype,
-                             name="category_fc")(pooled).astype(jnp.float32))
-    return {"category_features": flat.reshape(-1, self.num_classes, self.bits_per_category),
-            "semantic_features": flat}
+    flat = jnp.tanh(
+        nn.Dense(self.num_classes * self.bits_per_category, dtype=self.dtype, name="category_fc")(
+            pooled
+        ).astype(jnp.float32)
+    )
+    return {
+        "category_features": flat.reshape(-1, self.num_classes, self.bits_per_category),
+        "semantic_features": flat,
+    }
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int, semantic_bits: int,
-                bits_per_category: int, backbone: nn.Module) -> CategoryBaseline:
+def build_model(
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    semantic_bits: int,
+    bits_per_category: int,
+    backbone: nn.Module,
+) -> CategoryBaseline:
   del semantic_bits
-  return CategoryBaseline(backbone=backbone, num_classes=num_classes,
-                          bits_per_category=bits_per_category,
-                          dtype=jnp.dtype(config.model.dtype))
+  return CategoryBaseline(
+      backbone=backbone,
+      num_classes=num_classes,
+      bits_per_category=bits_per_category,
+      dtype=jnp.dtype(config.model.dtype),
+  )
 
 
 def compute_losses(outputs: dict, labels: jax.Array, loss_config) -> dict:
-  category_loss = losses.category_triplet_loss(outputs["category_features"], labels,
-                                               margin=loss_config.category_margin)
+  category_loss = losses.category_triplet_loss(
+      outputs["category_features"], labels, margin=loss_config.category_margin
+  )
   return {"loss": loss_config.category_weight * category_loss, "category_loss": category_loss}
 
 
 def encode(outputs: dict, config: ml_collections.ConfigDict) -> dict:
   del config
   category_codes = iah.binarize(outputs["category_features"], "tanh")
-  return {"semantic_codes": category_codes.reshape(category_codes.shape[0], -1),
-          "category_codes": category_codes}
+  return {
+      "semantic_codes": category_codes.reshape(category_codes.shape[0], -1),
+      "category_codes": category_codes,
+  }

@@ -23,6 +23,7 @@ from iah_jax.models import iah
 class DSRH(nn.Module):
   """`__call__(images, proposals (ignored), train) -> {"semantic_features": h [B, q] in (-1, 1),
   "loss_options": {"margin", "bit_balance_weight"}}`."""
+
   backbone: nn.Module
   semantic_bits: int
   margin: float = 5.0
@@ -30,24 +31,35 @@ class DSRH(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, proposals: jax.Array | None = None,
-               train: bool = False) -> dict:
+  def __call__(
+      self, images: jax.Array, proposals: jax.Array | None = None, train: bool = False
+  ) -> dict:
     del proposals  # whole-image method
     pooled = jnp.mean(self.backbone(images, train=train).astype(jnp.float32), axis=(1, 2))
     scores = nn.Dense(self.semantic_bits, dtype=self.dtype, name="hash_fc")(pooled)
     signed = 2.0 * jax.nn.sigmoid(scores.astype(jnp.float32)) - 1.0
-    return {"semantic_features": signed,
-            "loss_options": {"margin": self.margin,
-                             "bit_balance_weight": self.bit_balance_weight}}
+    return {
+        "semantic_features": signed,
+        "loss_options": {"margin": self.margin, "bit_balance_weight": self.bit_balance_weight},
+    }
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int, semantic_bits: int,
-                bits_per_category: int, backbone: nn.Module) -> DSRH:
+def build_model(
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    semantic_bits: int,
+    bits_per_category: int,
+    backbone: nn.Module,
+) -> DSRH:
   del num_classes, bits_per_category
   options = config.method_options
-  return DSRH(backbone=backbone, semantic_bits=semantic_bits, margin=float(options.dsrh_margin),
-              bit_balance_weight=float(options.bit_balance_weight),
-              dtype=jnp.dtype(config.model.dtype))
+  return DSRH(
+      backbone=backbone,
+      semantic_bits=semantic_bits,
+      margin=float(options.dsrh_margin),
+      bit_balance_weight=float(options.bit_balance_weight),
+      dtype=jnp.dtype(config.model.dtype),
+  )
 
 
 def compute_losses(outputs: dict, labels: jax.Array, loss_config) -> dict:

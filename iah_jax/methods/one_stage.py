@@ -27,6 +27,7 @@ LOSSES = ("weighted", "plain")
 class DivideAndEncode(nn.Module):
   """[..., q * s] -> [..., q] sigmoid outputs; output k is a function of input slice k only
   (s = features // q consecutive units), through its own weight vector and bias."""
+
   bits: int
   dtype: jnp.dtype = jnp.float32
 
@@ -34,8 +35,9 @@ class DivideAndEncode(nn.Module):
   def __call__(self, features: jax.Array) -> jax.Array:
     width = features.shape[-1]
     if width % self.bits:
-      raise ValueError(f"divide-and-encode: {width} features do not split into {self.bits} "
-                       "equal slices")
+      raise ValueError(
+          f"divide-and-encode: {width} features do not split into {self.bits} " "equal slices"
+      )
     slice_units = width // self.bits
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.bits, slice_units))
     bias = self.param("bias", nn.initializers.zeros, (self.bits,))
@@ -55,6 +57,7 @@ class OneStageHashing(nn.Module):
       to q * ceil(C / q) units first.
     loss: "weighted" | "plain" (see the module docstring).
   """
+
   backbone: nn.Module
   semantic_bits: int
   slice_units: int = 0
@@ -62,8 +65,9 @@ class OneStageHashing(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, proposals: jax.Array | None = None,
-               train: bool = False) -> dict:
+  def __call__(
+      self, images: jax.Array, proposals: jax.Array | None = None, train: bool = False
+  ) -> dict:
     del proposals  # whole-image method
     pooled = jnp.mean(self.backbone(images, train=train).astype(jnp.float32), axis=(1, 2))
     channels = pooled.shape[-1]
@@ -71,35 +75,49 @@ class OneStageHashing(nn.Module):
     if slice_units == 0 and channels % self.semantic_bits:
       slice_units = -(-channels // self.semantic_bits)
     if slice_units:
-      pooled = nn.Dense(self.semantic_bits * slice_units, dtype=self.dtype,
-                        name="slice_fc")(pooled).astype(jnp.float32)
+      pooled = nn.Dense(self.semantic_bits * slice_units, dtype=self.dtype, name="slice_fc")(
+          pooled
+      ).astype(jnp.float32)
     bits = DivideAndEncode(self.semantic_bits, dtype=self.dtype, name="divide_and_encode")(pooled)
     return {"semantic_features": bits, "loss_options": {"loss": self.loss}}
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int, semantic_bits: int,
-                bits_per_category: int, backbone: nn.Module) -> OneStageHashing:
+def build_model(
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    semantic_bits: int,
+    bits_per_category: int,
+    backbone: nn.Module,
+) -> OneStageHashing:
   del num_classes, bits_per_category
   options = config.method_options
   if options.one_stage_loss not in LOSSES:
-    raise ValueError(f"method_options.one_stage_loss must be one of {LOSSES}, got "
-                     f"{options.one_stage_loss!r}")
+    raise ValueError(
+        f"method_options.one_stage_loss must be one of {LOSSES}, got " f"{options.one_stage_loss!r}"
+    )
   if options.one_stage_slice_units < 0:
-    raise ValueError("method_options.one_stage_slice_units must be >= 0, got "
-                     f"{options.one_stage_slice_units}")
-  return OneStageHashing(backbone=backbone, semantic_bits=semantic_bits,
-                         slice_units=int(options.one_stage_slice_units),
-                         loss=options.one_stage_loss, dtype=jnp.dtype(config.model.dtype))
+    raise ValueError(
+        "method_options.one_stage_slice_units must be >= 0, got " f"{options.one_stage_slice_units}"
+    )
+  return OneStageHashing(
+      backbone=backbone,
+      semantic_bits=semantic_bits,
+      slice_units=int(options.one_stage_slice_units),
+      loss=options.one_stage_loss,
+      dtype=jnp.dtype(config.model.dtype),
+  )
 
 
 def compute_losses(outputs: dict, labels: jax.Array, loss_config) -> dict:
   features = outputs["semantic_features"]
   if outputs["loss_options"]["loss"] == "plain":
-    semantic_loss = method_losses.triplet_ranking_loss(features, labels,
-                                                       margin=loss_config.semantic_margin)
+    semantic_loss = method_losses.triplet_ranking_loss(
+        features, labels, margin=loss_config.semantic_margin
+    )
   else:
-    semantic_loss = losses.weighted_triplet_loss(features, labels,
-                                                 margin=loss_config.semantic_margin)
+    semantic_loss = losses.weighted_triplet_loss(
+        features, labels, margin=loss_config.semantic_margin
+    )
   return {"loss": loss_config.semantic_weight * semantic_loss, "semantic_loss": semantic_loss}
 
 

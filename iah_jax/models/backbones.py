@@ -12,14 +12,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-def build_backbone(name: str, options: Mapping[str, Any] | None = None,
-                   dtype: jnp.dtype = jnp.float32) -> nn.Module:
+def build_backbone(
+    name: str, options: Mapping[str, Any] | None = None, dtype: jnp.dtype = jnp.float32
+) -> nn.Module:
   """Returns the backbone module called `name` ("small_cnn" or "googlenet")."""
   options = dict(options or {})
   if name == "small_cnn":
     from iah_jax.models.small_cnn import SmallCNN
+
     return SmallCNN(dtype=dtype, **options)
   if name == "googlenet":
     from iah_jax.models.googlenet import GoogLeNetBackbone
+
     return GoogLeNetBackbone(dtype=dtype, **options)
   raise ValueError(f"unknown backbone {name!r}; known: 'small_cnn', 'googlenet'")

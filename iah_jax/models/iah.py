@@ -42,19 +42,21 @@ def binarize(features: jax.Array, output_bound: str = "tanh") -> jax.Array:
   return (features > code_threshold(output_bound)).astype(jnp.uint8)
 
 
-def category_codes(category_features: jax.Array, proposal_label_probs: jax.Array,
-                   output_bound: str = "tanh") -> jax.Array:
+def category_codes(
+    category_features: jax.Array, proposal_label_probs: jax.Array, output_bound: str = "tanh"
+) -> jax.Array:
   """Category-aware codes b^(j) [..., c, b] (uint8) from f [..., c, b] and P [..., N, c].
 
   f_j divided by mean_i P_ij is the P-weighted mean of the bounded H_i, so it lies in the bound's
   range and the bound's threshold applies (for "tanh" this is exactly the paper's 1[f_j > 0]).
   """
-  weight = jnp.mean(proposal_label_probs, axis=-2)[..., None]       # [..., c, 1]
+  weight = jnp.mean(proposal_label_probs, axis=-2)[..., None]  # [..., c, 1]
   return binarize(category_features / jnp.maximum(weight, 1e-12), output_bound)
 
 
-def class_bit_weights(semantic_kernel: jax.Array, num_classes: int,
-                      bits_per_category: int) -> jax.Array:
+def class_bit_weights(
+    semantic_kernel: jax.Array, num_classes: int, bits_per_category: int
+) -> jax.Array:
   """Class-wise bit weights W [c, q] read off the semantic FC kernel [c * b, q] (our choice).
 
   Semantic bit k is a function of the c category pieces f_j; W_jk = the L2 norm of the kernel
@@ -63,8 +65,8 @@ def class_bit_weights(semantic_kernel: jax.Array, num_classes: int,
   QaDWH's ranking (METHODS.md section 4: "the same ranking on top of IAH's semantic codes").
   """
   kernel = jax.lax.stop_gradient(semantic_kernel.astype(jnp.float32))
-  pieces = kernel.reshape(num_classes, bits_per_category, -1)           # [c, b, q]
-  norms = jnp.sqrt(jnp.sum(pieces * pieces, axis=1))                    # [c, q]
+  pieces = kernel.reshape(num_classes, bits_per_category, -1)  # [c, b, q]
+  norms = jnp.sqrt(jnp.sum(pieces * pieces, axis=1))  # [c, q]
   return norms / jnp.maximum(jnp.mean(norms, axis=-1, keepdims=True), 1e-12)
 
 
@@ -87,6 +89,7 @@ class IAH(nn.Module):
     dtype: computation dtype of the head (parameters stay float32; SPP and the losses' inputs are
       cast to float32).
   """
+
   backbone: nn.Module
   num_classes: int
   bits_per_category: int
@@ -100,24 +103,31 @@ class IAH(nn.Module):
   def __call__(self, images: jax.Array, proposals: jax.Array, train: bool = False) -> dict:
     squash, _ = _bound(self.output_bound)
     feature_map = self.backbone(images, train=train)
-    feature_map = nn.relu(nn.Conv(self.reduced_maps, (1, 1), dtype=self.dtype,
-                                  name="reduce_conv")(feature_map))
-    pooled = ops.batched_spp(feature_map.astype(jnp.float32), proposals.astype(jnp.float32),
-                             tuple(self.spp_levels))                     # D: [B, N, d]
+    feature_map = nn.relu(
+        nn.Conv(self.reduced_maps, (1, 1), dtype=self.dtype, name="reduce_conv")(feature_map)
+    )
+    pooled = ops.batched_spp(
+        feature_map.astype(jnp.float32), proposals.astype(jnp.float32), tuple(self.spp_levels)
+    )  # D: [B, N, d]
 
-    proposal_scores = nn.Dense(self.num_classes, dtype=self.dtype,
-                               name="label_fc")(pooled).astype(jnp.float32)      # M
-    label_logits = ops.cross_hypothesis_pool(proposal_scores)                   # m
-    proposal_label_probs = jax.nn.softmax(proposal_scores, axis=-1)             # P
-    proposal_hashes = squash(nn.Dense(self.bits_per_category, dtype=self.dtype,
-                                      name="hash_fc")(pooled).astype(jnp.float32))  # H
+    proposal_scores = nn.Dense(self.num_classes, dtype=self.dtype, name="label_fc")(pooled).astype(
+        jnp.float32
+    )  # M
+    label_logits = ops.cross_hypothesis_pool(proposal_scores)  # m
+    proposal_label_probs = jax.nn.softmax(proposal_scores, axis=-1)  # P
+    proposal_hashes = squash(
+        nn.Dense(self.bits_per_category, dtype=self.dtype, name="hash_fc")(pooled).astype(
+            jnp.float32
+        )
+    )  # H
     category_features = ops.kronecker_fusion(proposal_label_probs, proposal_hashes)  # f
     flat = category_features.reshape(category_features.shape[0], -1)
     semantic_fc = nn.Dense(self.semantic_bits, dtype=self.dtype, name="semantic_fc")
-    semantic_features = squash(semantic_fc(flat).astype(jnp.float32))          # s
+    semantic_features = squash(semantic_fc(flat).astype(jnp.float32))  # s
     return {
-        "class_bit_weights": class_bit_weights(semantic_fc.variables["params"]["kernel"],
-                                               self.num_classes, self.bits_per_category),
+        "class_bit_weights": class_bit_weights(
+            semantic_fc.variables["params"]["kernel"], self.num_classes, self.bits_per_category
+        ),
         "label_logits": label_logits,
         "label_probs": jax.nn.softmax(label_logits, axis=-1),
         "proposal_label_probs": proposal_label_probs,

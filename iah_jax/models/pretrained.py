@@ -29,23 +29,23 @@ BACKBONE_COLLECTIONS = ("params", "batch_stats")
 
 
 def _subtree(tree: Mapping, path: tuple[str, ...]):
-    for part in path:
-        if not isinstance(tree, Mapping) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
+  for part in path:
+    if not isinstance(tree, Mapping) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
 
 
 def _set_subtree(tree: dict, path: tuple[str, ...], value) -> None:
-    for part in path[:-1]:
-        tree = tree[part]
-    tree[path[-1]] = value
+  for part in path[:-1]:
+    tree = tree[part]
+  tree[path[-1]] = value
 
 
 def _name_list(title: str, names: list[str], limit: int = 40) -> str:
-    shown = "\n".join(f"    {name}" for name in names[:limit])
-    more = f"\n    ... and {len(names) - limit} more" if len(names) > limit else ""
-    return f"  {title} ({len(names)}):\n{shown}{more}"
+  shown = "\n".join(f"    {name}" for name in names[:limit])
+  more = f"\n    ... and {len(names) - limit} more" if len(names) > limit else ""
+  return f"  {title} ({len(names)}):\n{shown}{more}"
 
 
 def load(
@@ -54,86 +54,86 @@ def load(
     prefix: str = "backbone",
     dont_load: Iterable[str] = (),
 ) -> dict:
-    """Merge converted GoogLeNet backbone weights into a model's variables, strictly.
+  """Merge converted GoogLeNet backbone weights into a model's variables, strictly.
 
-    Args:
-      variables: the model's initialised variables, {'params': ..., 'batch_stats': ...}; the
-        backbone lives under ``prefix`` ('/'-separated for a nested module, e.g. 'encoder/backbone').
-      path: a file written by ``iah_jax.convert.torchvision_googlenet.save_converted``.
-      prefix: module path of the backbone inside the model.
-      dont_load: regexes (``re.search``) over full target names such as
-        ``params/backbone/inception5b/branch1/conv/kernel``; matching variables keep their
-        initial values and are neither required from nor consumed in the file.
+  Args:
+    variables: the model's initialised variables, {'params': ..., 'batch_stats': ...}; the
+      backbone lives under ``prefix`` ('/'-separated for a nested module, e.g. 'encoder/backbone').
+    path: a file written by ``iah_jax.convert.torchvision_googlenet.save_converted``.
+    prefix: module path of the backbone inside the model.
+    dont_load: regexes (``re.search``) over full target names such as
+      ``params/backbone/inception5b/branch1/conv/kernel``; matching variables keep their
+      initial values and are neither required from nor consumed in the file.
 
-    Returns:
-      New nested dict of variables: the backbone's params and batch_stats replaced by the file's
-      (cast to each target's dtype, placed with the target's sharding), all else unchanged.
+  Returns:
+    New nested dict of variables: the backbone's params and batch_stats replaced by the file's
+    (cast to each target's dtype, placed with the target's sharding), all else unchanged.
 
-    Raises:
-      ValueError listing missing (target has it, file does not), unexpected (file has it, target
-      does not) and shape-mismatched names, if any.
-    """
-    prefix_path = tuple(part for part in prefix.split("/") if part)
-    if not prefix_path:
-        raise ValueError("prefix must name the backbone module, e.g. 'backbone'")
-    skip_patterns = [re.compile(pattern) for pattern in dont_load]
-    skipped = lambda name: any(p.search(name) for p in skip_patterns)  # noqa: E731
+  Raises:
+    ValueError listing missing (target has it, file does not), unexpected (file has it, target
+    does not) and shape-mismatched names, if any.
+  """
+  prefix_path = tuple(part for part in prefix.split("/") if part)
+  if not prefix_path:
+    raise ValueError("prefix must name the backbone module, e.g. 'backbone'")
+  skip_patterns = [re.compile(pattern) for pattern in dont_load]
+  skipped = lambda name: any(p.search(name) for p in skip_patterns)  # noqa: E731
 
-    converted = load_converted(path)
-    merged = flax.core.unfreeze(variables)
-    if not isinstance(merged, dict):
-        raise ValueError(f"variables must be a (nested) mapping, got {type(variables).__name__}")
+  converted = load_converted(path)
+  merged = flax.core.unfreeze(variables)
+  if not isinstance(merged, dict):
+    raise ValueError(f"variables must be a (nested) mapping, got {type(variables).__name__}")
 
-    missing, unexpected, mismatched = [], [], []
-    replacements = {}
-    for collection in BACKBONE_COLLECTIONS:
-        source_tree = _subtree(converted, (collection, CONVERTED_FEATURES))
-        if source_tree is None:
-            raise ValueError(f"{path} has no {collection}/{CONVERTED_FEATURES} subtree")
-        target_tree = _subtree(merged, (collection,) + prefix_path)
-        if target_tree is None:
-            raise ValueError(
-                f"variables have no {collection}/{prefix} subtree; top-level modules in "
-                f"{collection}: {sorted(merged.get(collection, {}))}"
-            )
-        name_prefix = "/".join((collection,) + prefix_path) + "/"
-        source = {name_prefix + n: v for n, v in flatten_variables(source_tree).items()}
-        target = {name_prefix + n: v for n, v in flatten_variables(target_tree).items()}
+  missing, unexpected, mismatched = [], [], []
+  replacements = {}
+  for collection in BACKBONE_COLLECTIONS:
+    source_tree = _subtree(converted, (collection, CONVERTED_FEATURES))
+    if source_tree is None:
+      raise ValueError(f"{path} has no {collection}/{CONVERTED_FEATURES} subtree")
+    target_tree = _subtree(merged, (collection,) + prefix_path)
+    if target_tree is None:
+      raise ValueError(
+          f"variables have no {collection}/{prefix} subtree; top-level modules in "
+          f"{collection}: {sorted(merged.get(collection, {}))}"
+      )
+    name_prefix = "/".join((collection,) + prefix_path) + "/"
+    source = {name_prefix + n: v for n, v in flatten_variables(source_tree).items()}
+    target = {name_prefix + n: v for n, v in flatten_variables(target_tree).items()}
 
-        new_flat = {}
-        for name, target_leaf in target.items():
-            if skipped(name):
-                new_flat[name] = target_leaf
-            elif name not in source:
-                missing.append(name)
-            elif tuple(source[name].shape) != tuple(target_leaf.shape):
-                mismatched.append(
-                    f"{name}: file {tuple(source[name].shape)}, model {tuple(target_leaf.shape)}"
-                )
-            else:
-                new_flat[name] = _like(source[name], target_leaf)
-        unexpected += [n for n in source if n not in target and not skipped(n)]
-        replacements[collection] = {n[len(name_prefix):]: v for n, v in new_flat.items()}
+    new_flat = {}
+    for name, target_leaf in target.items():
+      if skipped(name):
+        new_flat[name] = target_leaf
+      elif name not in source:
+        missing.append(name)
+      elif tuple(source[name].shape) != tuple(target_leaf.shape):
+        mismatched.append(
+            f"{name}: file {tuple(source[name].shape)}, model {tuple(target_leaf.shape)}"
+        )
+      else:
+        new_flat[name] = _like(source[name], target_leaf)
+    unexpected += [n for n in source if n not in target and not skipped(n)]
+    replacements[collection] = {n[len(name_prefix) :]: v for n, v in new_flat.items()}
 
-    if missing or unexpected or mismatched:
-        parts = [f"pretrained weights in {path} do not fit variables[...]['{prefix}']:"]
-        if missing:
-            parts.append(_name_list("missing (in the model, not in the file)", sorted(missing)))
-        if unexpected:
-            parts.append(_name_list("unexpected (in the file, not in the model)", sorted(unexpected)))
-        if mismatched:
-            parts.append(_name_list("shape mismatches", sorted(mismatched)))
-        raise ValueError("\n".join(parts))
+  if missing or unexpected or mismatched:
+    parts = [f"pretrained weights in {path} do not fit variables[...]['{prefix}']:"]
+    if missing:
+      parts.append(_name_list("missing (in the model, not in the file)", sorted(missing)))
+    if unexpected:
+      parts.append(_name_list("unexpected (in the file, not in the model)", sorted(unexpected)))
+    if mismatched:
+      parts.append(_name_list("shape mismatches", sorted(mismatched)))
+    raise ValueError("\n".join(parts))
 
-    for collection, flat in replacements.items():
-        _set_subtree(merged, (collection,) + prefix_path, unflatten_variables(flat))
-    return merged
+  for collection, flat in replacements.items():
+    _set_subtree(merged, (collection,) + prefix_path, unflatten_variables(flat))
+  return merged
 
 
 def _like(value: np.ndarray, target_leaf) -> jax.Array:
-    """value as an array with the dtype (and, for a jax.Array, the sharding) of target_leaf."""
-    array = np.asarray(value).astype(target_leaf.dtype)
-    sharding = getattr(target_leaf, "sharding", None)
-    if isinstance(target_leaf, jax.Array) and sharding is not None:
-        return jax.device_put(array, sharding)
-    return jnp.asarray(array)
+  """value as an array with the dtype (and, for a jax.Array, the sharding) of target_leaf."""
+  array = np.asarray(value).astype(target_leaf.dtype)
+  sharding = getattr(target_leaf, "sharding", None)
+  if isinstance(target_leaf, jax.Array) and sharding is not None:
+    return jax.device_put(array, sharding)
+  return jnp.asarray(array)

@@ -20,6 +20,7 @@ class SmallCNN(nn.Module):
     convs_per_stage: 3x3 convolutions in each stage.
     dtype: computation dtype (parameters stay float32).
   """
+
   widths: Sequence[int] = (32, 64, 128)
   convs_per_stage: int = 1
   dtype: jnp.dtype = jnp.float32

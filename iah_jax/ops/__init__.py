@@ -8,5 +8,11 @@
 from iah_jax.ops.fusion import cross_hypothesis_pool, kronecker_fusion
 from iah_jax.ops.pyramid_pooling import batched_spp, spp, spp_bin_ranges, spp_output_dim
 
-__all__ = ["spp", "batched_spp", "spp_bin_ranges", "spp_output_dim", "cross_hypothesis_pool",
-           "kronecker_fusion"]
+__all__ = [
+    "spp",
+    "batched_spp",
+    "spp_bin_ranges",
+    "spp_output_dim",
+    "cross_hypothesis_pool",
+    "kronecker_fusion",
+]

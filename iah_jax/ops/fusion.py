@@ -33,10 +33,14 @@ def kronecker_fusion(proposal_probs: jax.Array, proposal_hashes: jax.Array) -> j
     f, [..., c, b].
   """
   if proposal_probs.ndim < 2 or proposal_hashes.ndim < 2:
-    raise ValueError("kronecker_fusion expects P [..., N, c] and H [..., N, b], got shapes "
-                     f"{proposal_probs.shape} and {proposal_hashes.shape}")
+    raise ValueError(
+        "kronecker_fusion expects P [..., N, c] and H [..., N, b], got shapes "
+        f"{proposal_probs.shape} and {proposal_hashes.shape}"
+    )
   if proposal_probs.shape[:-1] != proposal_hashes.shape[:-1]:
-    raise ValueError("P and H must agree on the batch and proposal axes, got "
-                     f"{proposal_probs.shape} and {proposal_hashes.shape}")
+    raise ValueError(
+        "P and H must agree on the batch and proposal axes, got "
+        f"{proposal_probs.shape} and {proposal_hashes.shape}"
+    )
   num_proposals = proposal_probs.shape[-2]
   return jnp.einsum("...nc,...nb->...cb", proposal_probs, proposal_hashes) / num_proposals

@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
 _EDGE_TOLERANCE = 1e-4  # in feature cells
 
 
@@ -33,8 +32,7 @@ def spp_output_dim(channels: int, levels: Sequence[int] = (4, 3, 2, 1)) -> int:
   return channels * sum(level * level for level in levels)
 
 
-def spp_bin_ranges(boxes: jax.Array, height: int, width: int,
-                   levels: Sequence[int] = (4, 3, 2, 1)):
+def spp_bin_ranges(boxes: jax.Array, height: int, width: int, levels: Sequence[int] = (4, 3, 2, 1)):
   """Inclusive cell ranges of every pyramid bin of every box (the DESIGN.md bin convention).
 
   With the box mapped to feature cells bx0 = x0 * W, bx1 = x1 * W, bin i of n along x covers cells
@@ -55,6 +53,7 @@ def spp_bin_ranges(boxes: jax.Array, height: int, width: int,
   row_starts, row_ends, col_starts, col_ends = [], [], [], []
   for level in levels:
     fractions = np.arange(level, dtype=np.float32)  # bin index i as a constant
+
     def cell_ranges(low, high, size):
       low_cells, high_cells = low[:, None] * size, high[:, None] * size
       extent = high_cells - low_cells
@@ -66,6 +65,7 @@ def spp_bin_ranges(boxes: jax.Array, height: int, width: int,
       start = jnp.clip(start, 0, size - 1)
       end = jnp.maximum(jnp.clip(end, 0, size - 1), start)
       return start, end  # [N, level]
+
     y_start, y_end = cell_ranges(boxes[:, 1], boxes[:, 3], height)
     x_start, x_end = cell_ranges(boxes[:, 0], boxes[:, 2], width)
     # Row-major bins: bin (iy, ix) -> iy * level + ix.
@@ -92,8 +92,12 @@ def _block_max_levels(values: jax.Array, cells: jax.Array, axis: int):
     first = lambda array: jax.lax.slice_in_dim(array, 0, length - span, axis=axis)
     second = lambda array: jax.lax.slice_in_dim(array, span, length, axis=axis)
     take_first = first(previous) >= second(previous)
-    levels.append((jnp.where(take_first, first(previous), second(previous)),
-                   jnp.where(take_first, first(previous_cells), second(previous_cells))))
+    levels.append(
+        (
+            jnp.where(take_first, first(previous), second(previous)),
+            jnp.where(take_first, first(previous_cells), second(previous_cells)),
+        )
+    )
     span *= 2
   return levels
 
@@ -102,12 +106,15 @@ def _pool_with_argmax(feature_maps: jax.Array, boxes: jax.Array, levels: Sequenc
   """Bin maxima [B, N, bins, C] and the flat index (into B*H*W) of the cell holding each."""
   batch, height, width, channels = feature_maps.shape
   num_boxes = boxes.shape[1]
-  row_start, row_end, col_start, col_end = spp_bin_ranges(boxes.reshape(-1, 4), height, width,
-                                                          levels)
+  row_start, row_end, col_start, col_end = spp_bin_ranges(
+      boxes.reshape(-1, 4), height, width, levels
+  )
   # All 2**a x 2**b block-maximum tables of the batch, flattened into one [rows, C] array:
   # table (a, b) is [B, H - 2**a + 1, W - 2**b + 1, C] and starts at row offsets[a][b].
-  cells = jnp.broadcast_to(jnp.arange(batch * height * width, dtype=jnp.int32).reshape(
-      batch, height, width, 1), feature_maps.shape)
+  cells = jnp.broadcast_to(
+      jnp.arange(batch * height * width, dtype=jnp.int32).reshape(batch, height, width, 1),
+      feature_maps.shape,
+  )
   values_parts, cell_parts, offsets, total = [], [], [], 0
   for row_values, row_cells in _block_max_levels(feature_maps, cells, axis=1):
     offsets.append([])
@@ -120,22 +127,26 @@ def _pool_with_argmax(feature_maps: jax.Array, boxes: jax.Array, levels: Sequenc
   table_cells = jnp.concatenate(cell_parts, axis=0)
   table_heights = jnp.asarray([height - (1 << a) + 1 for a in range(len(offsets))], jnp.int32)
   table_widths = jnp.asarray([width - (1 << b) + 1 for b in range(len(offsets[0]))], jnp.int32)
-  offsets = jnp.asarray(np.asarray(offsets, np.int32))                  # [Ka, Kb]
+  offsets = jnp.asarray(np.asarray(offsets, np.int32))  # [Ka, Kb]
 
   # floor(log2(length)) for lengths 1..size, as constant lookup tables.
   log2_rows = jnp.asarray(np.floor(np.log2(np.arange(1, height + 1))).astype(np.int32))
   log2_cols = jnp.asarray(np.floor(np.log2(np.arange(1, width + 1))).astype(np.int32))
-  row_level = log2_rows[row_end - row_start]                            # [B * N, bins]
+  row_level = log2_rows[row_end - row_start]  # [B * N, bins]
   col_level = log2_cols[col_end - col_start]
-  row_far = row_end - (1 << row_level) + 1   # start of the block that ends on the last row
+  row_far = row_end - (1 << row_level) + 1  # start of the block that ends on the last row
   col_far = col_end - (1 << col_level) + 1
 
   image = jnp.repeat(jnp.arange(batch, dtype=jnp.int32), num_boxes)[:, None]
   heights, widths = table_heights[row_level], table_widths[col_level]
   base = offsets[row_level, col_level] + image * heights * widths
   best_values, best_cells = None, None
-  for rows, cols in ((row_start, col_start), (row_start, col_far), (row_far, col_start),
-                     (row_far, col_far)):
+  for rows, cols in (
+      (row_start, col_start),
+      (row_start, col_far),
+      (row_far, col_start),
+      (row_far, col_far),
+  ):
     # "clip" skips the out-of-bounds fill logic: the indices are in bounds by construction.
     index = (base + rows * widths + cols).reshape(-1)
     values = jnp.take(table_values, index, axis=0, mode="clip")
@@ -175,8 +186,9 @@ def _pyramid_max_backward(levels, residuals, cotangent):
 _pyramid_max.defvjp(_pyramid_max_forward, _pyramid_max_backward)
 
 
-def batched_spp(feature_maps: jax.Array, boxes: jax.Array,
-                levels: Sequence[int] = (4, 3, 2, 1)) -> jax.Array:
+def batched_spp(
+    feature_maps: jax.Array, boxes: jax.Array, levels: Sequence[int] = (4, 3, 2, 1)
+) -> jax.Array:
   """`spp` for a batch in one pass: feature_maps [B, H, W, C], boxes [B, N, 4] -> [B, N, d].
 
   Same result as `jax.vmap(spp, in_axes=(0, 0, None))`, but every gather reads one flat table
@@ -188,8 +200,10 @@ def batched_spp(feature_maps: jax.Array, boxes: jax.Array,
   if feature_maps.ndim != 4:
     raise ValueError(f"batched_spp expects feature maps [B, H, W, C], got {feature_maps.shape}")
   if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != feature_maps.shape[0]:
-    raise ValueError(f"batched_spp expects boxes [B, N, 4] for {feature_maps.shape[0]} feature "
-                     f"maps, got {boxes.shape}")
+    raise ValueError(
+        f"batched_spp expects boxes [B, N, 4] for {feature_maps.shape[0]} feature "
+        f"maps, got {boxes.shape}"
+    )
   if not levels or any(int(level) < 1 for level in levels):
     raise ValueError(f"spp levels must be positive integers, got {levels}")
   batch, num_boxes, channels = boxes.shape[0], boxes.shape[1], feature_maps.shape[-1]
@@ -198,8 +212,9 @@ def batched_spp(feature_maps: jax.Array, boxes: jax.Array,
   return pooled.reshape(batch, num_boxes, spp_output_dim(channels, levels))
 
 
-def spp(feature_map: jax.Array, boxes: jax.Array,
-        levels: Sequence[int] = (4, 3, 2, 1)) -> jax.Array:
+def spp(
+    feature_map: jax.Array, boxes: jax.Array, levels: Sequence[int] = (4, 3, 2, 1)
+) -> jax.Array:
   """Spatial pyramid max-pooling of each box over one image's feature map.
 
   Args:
@@ -212,8 +227,10 @@ def spp(feature_map: jax.Array, boxes: jax.Array,
   Use `batched_spp` (faster) or `jax.vmap(spp, in_axes=(0, 0, None))` for a batch.
   """
   if feature_map.ndim != 3:
-    raise ValueError(f"spp expects one feature map [H, W, C], got shape {feature_map.shape}; "
-                     "use batched_spp or vmap over the batch axis")
+    raise ValueError(
+        f"spp expects one feature map [H, W, C], got shape {feature_map.shape}; "
+        "use batched_spp or vmap over the batch axis"
+    )
   if boxes.ndim != 2 or boxes.shape[-1] != 4:
     raise ValueError(f"spp expects boxes [N, 4] (x0, y0, x1, y1), got shape {boxes.shape}")
   return batched_spp(feature_map[None], boxes[None], levels)[0]

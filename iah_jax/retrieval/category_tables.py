@@ -37,8 +37,10 @@ def _check_pieces(codes, what: str) -> np.ndarray:
 def _check_probs(probs, shape, what: str) -> np.ndarray:
   probs = np.asarray(probs, np.float32)
   if probs.shape != shape:
-    raise ValueError(f"{what} must have shape {shape} (one probability per item and category), "
-                     f"got {probs.shape}")
+    raise ValueError(
+        f"{what} must have shape {shape} (one probability per item and category), "
+        f"got {probs.shape}"
+    )
   if not np.all(np.isfinite(probs)):
     raise ValueError(f"{what} must be finite")
   return probs
@@ -55,8 +57,15 @@ class CategoryTables:
     backend, **index_kwargs: passed to each table's `HammingIndex`.
   """
 
-  def __init__(self, db_codes, db_label_probs, threshold: float = DEFAULT_THRESHOLD,
-               ids=None, backend: str = "jax", **index_kwargs):
+  def __init__(
+      self,
+      db_codes,
+      db_label_probs,
+      threshold: float = DEFAULT_THRESHOLD,
+      ids=None,
+      backend: str = "jax",
+      **index_kwargs,
+  ):
     codes = _check_pieces(db_codes, "db_codes")
     nd, c, b = codes.shape
     if nd == 0:
@@ -73,9 +82,16 @@ class CategoryTables:
       if members.size == 0:
         self.tables.append(None)
         continue
-      self.tables.append(HammingIndex(codes[members, j], backend=backend, ids=ids[members],
-                                      label_probs=probs[members, j:j + 1],
-                                      metadata={"category": j}, **index_kwargs))
+      self.tables.append(
+          HammingIndex(
+              codes[members, j],
+              backend=backend,
+              ids=ids[members],
+              label_probs=probs[members, j : j + 1],
+              metadata={"category": j},
+              **index_kwargs,
+          )
+      )
 
   def table_sizes(self) -> list[int]:
     """Number of database items stored in each category's table."""
@@ -92,8 +108,10 @@ class CategoryTables:
     queries = _check_pieces(query_codes, "query_codes")
     nq, c, b = queries.shape
     if (c, b) != (self.num_categories, self.bits_per_category):
-      raise ValueError(f"query codes are [*, {c}, {b}] but the tables hold "
-                       f"[*, {self.num_categories}, {self.bits_per_category}] codes")
+      raise ValueError(
+          f"query codes are [*, {c}, {b}] but the tables hold "
+          f"[*, {self.num_categories}, {self.bits_per_category}] codes"
+      )
     probs = _check_probs(query_label_probs, (nq, c), "query_label_probs")
     # Batch all queries of one category through that category's table.
     found = {}

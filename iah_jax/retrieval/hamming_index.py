@@ -37,8 +37,10 @@ def _check_ids(ids, n: int) -> np.ndarray | None:
     raise ValueError(f"ids must be integers of shape ({n},), got {ids.dtype} {ids.shape}")
   ids = ids.astype(np.int64)
   if n > 1 and np.any(np.diff(ids) <= 0):
-    raise ValueError("ids must be strictly increasing (ties are broken by ascending id, and the "
-                     "index keeps items in id order); sort the database by id first")
+    raise ValueError(
+        "ids must be strictly increasing (ties are broken by ascending id, and the "
+        "index keeps items in id order); sort the database by id first"
+    )
   return ids
 
 
@@ -64,31 +66,64 @@ class HammingIndex:
     chunk, group: JAX backend only: block sizes of the selection (see `jax_search`).
   """
 
-  def __init__(self, db_codes, backend: str = "jax", ids=None, label_probs=None,
-               metadata: dict | None = None, mesh=None, query_batch: int = 64, chunk: int = 32,
-               group: int = 16):
+  def __init__(
+      self,
+      db_codes,
+      backend: str = "jax",
+      ids=None,
+      label_probs=None,
+      metadata: dict | None = None,
+      mesh=None,
+      query_batch: int = 64,
+      chunk: int = 32,
+      group: int = 16,
+  ):
     codes = packing.check_codes(db_codes, "db_codes")
-    self._init(packing.pack_codes(codes, 32), codes.shape[1], backend, ids, label_probs,
-               metadata, mesh, query_batch, chunk, group)
+    self._init(
+        packing.pack_codes(codes, 32),
+        codes.shape[1],
+        backend,
+        ids,
+        label_probs,
+        metadata,
+        mesh,
+        query_batch,
+        chunk,
+        group,
+    )
 
   @classmethod
-  def from_packed(cls, packed_codes, bits: int, backend: str = "jax", ids=None, label_probs=None,
-                  metadata: dict | None = None, mesh=None, query_batch: int = 64,
-                  chunk: int = 32, group: int = 16) -> "HammingIndex":
+  def from_packed(
+      cls,
+      packed_codes,
+      bits: int,
+      backend: str = "jax",
+      ids=None,
+      label_probs=None,
+      metadata: dict | None = None,
+      mesh=None,
+      query_batch: int = 64,
+      chunk: int = 32,
+      group: int = 16,
+  ) -> "HammingIndex":
     """Builds an index from uint32 words [n, ceil(bits/32)] as made by `pack_codes(codes, 32)`."""
     packed = np.asarray(packed_codes)
     if packed.dtype != np.uint32 or packed.ndim != 2 or packed.shape[1] != packing.num_words(bits):
-      raise ValueError(f"packed_codes must be uint32 [n, {packing.num_words(bits)}] for {bits} "
-                       f"bits, got {packed.dtype} {packed.shape}")
+      raise ValueError(
+          f"packed_codes must be uint32 [n, {packing.num_words(bits)}] for {bits} "
+          f"bits, got {packed.dtype} {packed.shape}"
+      )
     if bits % 32 and np.any(packed[:, -1] >> np.uint32(bits % 32)):
       raise ValueError(f"packed_codes have bits set beyond bit {bits - 1} (padding must be 0)")
     index = cls.__new__(cls)
-    index._init(packed, int(bits), backend, ids, label_probs, metadata, mesh, query_batch, chunk,
-                group)
+    index._init(
+        packed, int(bits), backend, ids, label_probs, metadata, mesh, query_batch, chunk, group
+    )
     return index
 
-  def _init(self, packed, bits, backend, ids, label_probs, metadata, mesh, query_batch, chunk,
-            group):
+  def _init(
+      self, packed, bits, backend, ids, label_probs, metadata, mesh, query_batch, chunk, group
+  ):
     if backend not in BACKENDS:
       raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     n = packed.shape[0]
@@ -114,21 +149,24 @@ class HammingIndex:
 
   def _init_jax(self, packed, mesh, chunk, group):
     from iah_jax.retrieval import jax_search
+
     self._mesh = jax_search.make_mesh() if mesh is None else mesh
     if tuple(self._mesh.axis_names) != (jax_search.AXIS,):
-      raise ValueError(f"mesh must be 1-D with axis {jax_search.AXIS!r}, got "
-                       f"{self._mesh.axis_names}")
+      raise ValueError(
+          f"mesh must be 1-D with axis {jax_search.AXIS!r}, got " f"{self._mesh.axis_names}"
+      )
     self._chunk, self._group = int(chunk), int(group)
     devices = self._mesh.devices.size
     self._shard_len = jax_search.shard_length(self.num_items, devices, self._chunk, self._group)
     words = packed.shape[1]
     padded = np.zeros((words, self._shard_len * devices), np.uint32)
-    padded[:, :self.num_items] = packed.T
+    padded[:, : self.num_items] = packed.T
     self._db_words_t = jax_search.shard_database(padded, self._mesh)
-    del padded                                  # the only copy now lives on the devices
+    del padded  # the only copy now lives on the devices
 
   def _init_faiss(self, packed):
     import faiss
+
     nbytes = -(-self.bits // 8)
     as_bytes = np.ascontiguousarray(packed.astype("<u4")).view(np.uint8)[:, :nbytes]
     self._faiss = faiss.IndexBinaryFlat(nbytes * 8)
@@ -145,8 +183,9 @@ class HammingIndex:
   def packed_codes(self) -> np.ndarray:
     """uint32 [n, ceil(bits/32)] packed database codes (a host copy, made on request)."""
     if self.backend == "jax":
-      return np.asarray(self._db_words_t)[:, :self.num_items].T.copy()
+      return np.asarray(self._db_words_t)[:, : self.num_items].T.copy()
     import faiss
+
     nbytes = -(-self.bits // 8)
     as_bytes = faiss.vector_to_array(self._faiss.xb).reshape(self.num_items, nbytes)
     padded = np.zeros((self.num_items, packing.num_words(self.bits) * 4), np.uint8)
@@ -168,8 +207,9 @@ class HammingIndex:
     k = _check_k(k)
     queries = packing.check_codes(query_codes, "query_codes")
     if queries.shape[1] != self.bits:
-      raise ValueError(f"query codes have {queries.shape[1]} bits but the index holds "
-                       f"{self.bits}-bit codes")
+      raise ValueError(
+          f"query codes have {queries.shape[1]} bits but the index holds " f"{self.bits}-bit codes"
+      )
     return queries, min(k, self.num_items)
 
   def search(self, query_codes, k: int):
@@ -194,26 +234,33 @@ class HammingIndex:
 
   def _search_jax(self, query_words, k):
     from iah_jax.retrieval import jax_search
+
     nq = query_words.shape[0]
     devices = self._mesh.devices.size
     jax_search.check_key_range(self.bits, self._shard_len, k, self._chunk, self._group, devices)
-    fn = jax_search.build_search(self._mesh, k=k, chunk=self._chunk, group=self._group,
-                                 bits=self.bits)
+    fn = jax_search.build_search(
+        self._mesh, k=k, chunk=self._chunk, group=self._group, bits=self.bits
+    )
     num_items = np.int32(self.num_items)
     batch = min(self.query_batch, 1 << max(0, math.ceil(math.log2(max(nq, 1)))))
     dist_out = np.empty((nq, k), np.int32)
     pos_out = np.empty((nq, k), np.int32)
     pending = []
     for start in range(0, nq, batch):
-      part = query_words[start:start + batch]
+      part = query_words[start : start + batch]
       padded = np.zeros((batch, query_words.shape[1]), np.uint32)
-      padded[:len(part)] = part
+      padded[: len(part)] = part
       # Dispatch is asynchronous: queue every batch, then collect.
-      pending.append((start, len(part), fn(jax_search.replicate(padded, self._mesh),
-                                           self._db_words_t, num_items)))
+      pending.append(
+          (
+              start,
+              len(part),
+              fn(jax_search.replicate(padded, self._mesh), self._db_words_t, num_items),
+          )
+      )
     for start, size, (dist, pos) in pending:
-      dist_out[start:start + size] = np.asarray(dist)[:size]
-      pos_out[start:start + size] = np.asarray(pos)[:size]
+      dist_out[start : start + size] = np.asarray(dist)[:size]
+      pos_out[start : start + size] = np.asarray(pos)[:size]
     return dist_out, pos_out
 
   def _search_faiss(self, queries, k):
@@ -228,8 +275,9 @@ class HammingIndex:
 
   def save(self, path) -> None:
     """Writes codes, ids, label probabilities and metadata to `path` (see `index_io`)."""
-    index_io.save_index(path, self.packed_codes, self.bits, self.ids, self.label_probs,
-                        self.metadata)
+    index_io.save_index(
+        path, self.packed_codes, self.bits, self.ids, self.label_probs, self.metadata
+    )
 
   @classmethod
   def load(cls, path, backend: str = "jax", **kwargs) -> "HammingIndex":
@@ -237,6 +285,12 @@ class HammingIndex:
     stored = index_io.load_index(path)
     ids = stored["ids"]
     default_ids = np.array_equal(ids, np.arange(stored["num_items"]))
-    return cls.from_packed(stored["packed_codes"], stored["bits"], backend=backend,
-                           ids=None if default_ids else ids, label_probs=stored["label_probs"],
-                           metadata=stored["metadata"], **kwargs)
+    return cls.from_packed(
+        stored["packed_codes"],
+        stored["bits"],
+        backend=backend,
+        ids=None if default_ids else ids,
+        label_probs=stored["label_probs"],
+        metadata=stored["metadata"],
+        **kwargs,
+    )

@@ -45,7 +45,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 AXIS = "data"
-INT32_MAX = 2 ** 31 - 1
+INT32_MAX = 2**31 - 1
 
 
 def _smallest(keys: jax.Array, k: int) -> jax.Array:
@@ -69,7 +69,7 @@ def _candidate_distances(query_words: jax.Array, db_words_t: jax.Array, items: j
   """Distances int32 [b, m] of each query to its own candidate items int32 [b, m]."""
   dist = None
   for w in range(query_words.shape[1]):
-    words = db_words_t[w][items]                                   # [b, m]
+    words = db_words_t[w][items]  # [b, m]
     part = lax.population_count(query_words[:, w, None] ^ words)
     dist = part if dist is None else dist + part
   return dist.astype(jnp.int32)
@@ -79,8 +79,9 @@ def _ascending_rows(x: jax.Array) -> jax.Array:
   return lax.sort(x, dimension=1)
 
 
-def local_top_k(query_words, db_words_t, first_position, num_items, *, k: int, chunk: int,
-                group: int, bits: int):
+def local_top_k(
+    query_words, db_words_t, first_position, num_items, *, k: int, chunk: int, group: int, bits: int
+):
   """Exact top-k of one database shard (see module docstring).
 
   Args:
@@ -108,27 +109,29 @@ def local_top_k(query_words, db_words_t, first_position, num_items, *, k: int, c
     return top // n, first_position + top % n
 
   n_chunks = n // chunk
-  chunk_min = dist.reshape(b, n_chunks, chunk).min(axis=-1)          # [b, n_chunks], fused
+  chunk_min = dist.reshape(b, n_chunks, chunk).min(axis=-1)  # [b, n_chunks], fused
 
   if group > 1 and k * group < n_chunks:
     n_groups = n_chunks // group
     group_min = chunk_min.reshape(b, n_groups, group).min(axis=-1)
     group_key = group_min * n_groups + jnp.arange(n_groups, dtype=jnp.int32)[None, :]
-    groups = _ascending_rows(_smallest(group_key, k) % n_groups)        # [b, k] ascending ids
-    cand_chunks = (groups[:, :, None] * group
-                   + jnp.arange(group, dtype=jnp.int32)[None, None, :]).reshape(b, k * group)
+    groups = _ascending_rows(_smallest(group_key, k) % n_groups)  # [b, k] ascending ids
+    cand_chunks = (
+        groups[:, :, None] * group + jnp.arange(group, dtype=jnp.int32)[None, None, :]
+    ).reshape(b, k * group)
     m = k * group
     cand_min = jnp.take_along_axis(chunk_min, cand_chunks, axis=1)
     chunk_key = cand_min * m + jnp.arange(m, dtype=jnp.int32)[None, :]
     picked = _ascending_rows(_smallest(chunk_key, k) % m)
-    chunks = jnp.take_along_axis(cand_chunks, picked, axis=1)          # [b, k] ascending ids
+    chunks = jnp.take_along_axis(cand_chunks, picked, axis=1)  # [b, k] ascending ids
   else:
     chunk_key = chunk_min * n_chunks + jnp.arange(n_chunks, dtype=jnp.int32)[None, :]
     chunks = _ascending_rows(_smallest(chunk_key, k) % n_chunks)
 
   m = k * chunk
-  items = (chunks[:, :, None] * chunk
-           + jnp.arange(chunk, dtype=jnp.int32)[None, None, :]).reshape(b, m)   # ascending
+  items = (chunks[:, :, None] * chunk + jnp.arange(chunk, dtype=jnp.int32)[None, None, :]).reshape(
+      b, m
+  )  # ascending
   cand_dist = _candidate_distances(query_words, db_words_t, items)
   cand_dist = jnp.where(first_position + items < num_items, cand_dist, sentinel)
   top = _smallest(cand_dist * m + jnp.arange(m, dtype=jnp.int32)[None, :], k)
@@ -145,14 +148,16 @@ def shard_length(num_items: int, num_devices: int, chunk: int, group: int) -> in
 def check_key_range(bits: int, shard_len: int, k: int, chunk: int, group: int, devices: int):
   """Raises ValueError if an int32 key distance * n + position could overflow."""
   k = min(k, shard_len)
-  if k * chunk >= shard_len:                      # direct path: keys over the whole shard
+  if k * chunk >= shard_len:  # direct path: keys over the whole shard
     largest_n = shard_len
-  else:                                           # block minima, candidates, device merge
+  else:  # block minima, candidates, device merge
     largest_n = max(shard_len // chunk, k * group, k * chunk)
   largest_n = max(largest_n, devices * k)
   if (bits + 2) * largest_n > INT32_MAX:
-    raise ValueError(f"{shard_len} items per device at {bits} bits overflow the int32 selection "
-                     f"keys; shard the database over more devices or split it")
+    raise ValueError(
+        f"{shard_len} items per device at {bits} bits overflow the int32 selection "
+        f"keys; shard the database over more devices or split it"
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -167,14 +172,19 @@ def build_search(mesh: Mesh, *, k: int, chunk: int, group: int, bits: int):
   def per_device(query_words, db_words_t, num_items):
     n = db_words_t.shape[1]
     first = (lax.axis_index(AXIS) * n).astype(jnp.int32)
-    return local_top_k(query_words, db_words_t, first, num_items, k=k, chunk=chunk, group=group,
-                       bits=bits)
+    return local_top_k(
+        query_words, db_words_t, first, num_items, k=k, chunk=chunk, group=group, bits=bits
+    )
 
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, AXIS), P()),
-                          out_specs=(P(None, AXIS), P(None, AXIS)))
+  sharded = jax.shard_map(
+      per_device,
+      mesh=mesh,
+      in_specs=(P(), P(None, AXIS), P()),
+      out_specs=(P(None, AXIS), P(None, AXIS)),
+  )
 
   def search(query_words, db_words_t, num_items):
-    dist, pos = sharded(query_words, db_words_t, num_items)           # [b, devices * k_local]
+    dist, pos = sharded(query_words, db_words_t, num_items)  # [b, devices * k_local]
     if num_devices == 1:
       return dist[:, :k], pos[:, :k]
     m = dist.shape[1]

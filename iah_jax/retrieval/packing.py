@@ -34,8 +34,10 @@ def check_codes(codes, what: str = "codes") -> np.ndarray:
   bad = (codes != 0) & (codes != 1)
   if bad.any():
     row, col = (int(i) for i in np.argwhere(bad)[0])
-    raise ValueError(f"{what} must contain only 0 and 1 (binarise with code = (x > 0) first); "
-                     f"found {codes[row, col]!r} at [{row}, {col}]")
+    raise ValueError(
+        f"{what} must contain only 0 and 1 (binarise with code = (x > 0) first); "
+        f"found {codes[row, col]!r} at [{row}, {col}]"
+    )
   return codes.astype(np.uint8)
 
 
@@ -86,7 +88,9 @@ def hamming_distances_packed(query_packed, db_packed) -> np.ndarray:
   query_packed = np.asarray(query_packed)
   db_packed = np.asarray(db_packed)
   if query_packed.shape[1:] != db_packed.shape[1:] or query_packed.dtype != db_packed.dtype:
-    raise ValueError(f"packed query {query_packed.shape} {query_packed.dtype} and database "
-                     f"{db_packed.shape} {db_packed.dtype} words do not match")
+    raise ValueError(
+        f"packed query {query_packed.shape} {query_packed.dtype} and database "
+        f"{db_packed.shape} {db_packed.dtype} words do not match"
+    )
   xor = np.bitwise_xor(query_packed[:, None, :], db_packed[None, :, :])
   return np.bitwise_count(xor).sum(axis=-1, dtype=np.int32)

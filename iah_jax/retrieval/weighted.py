@@ -28,11 +28,15 @@ def query_adaptive_weights(label_probs, class_bit_weights) -> np.ndarray:
   label_probs = np.asarray(label_probs, np.float32)
   class_bit_weights = np.asarray(class_bit_weights, np.float32)
   if label_probs.ndim != 2 or class_bit_weights.ndim != 2:
-    raise ValueError(f"label_probs must be [nq, c] and class_bit_weights [c, bits], got "
-                     f"{label_probs.shape} and {class_bit_weights.shape}")
+    raise ValueError(
+        f"label_probs must be [nq, c] and class_bit_weights [c, bits], got "
+        f"{label_probs.shape} and {class_bit_weights.shape}"
+    )
   if label_probs.shape[1] != class_bit_weights.shape[0]:
-    raise ValueError(f"label_probs has {label_probs.shape[1]} classes but class_bit_weights has "
-                     f"{class_bit_weights.shape[0]} rows")
+    raise ValueError(
+        f"label_probs has {label_probs.shape[1]} classes but class_bit_weights has "
+        f"{class_bit_weights.shape[0]} rows"
+    )
   return label_probs @ class_bit_weights
 
 
@@ -42,8 +46,9 @@ def _check_weighted_inputs(query_codes, db_codes, query_weights):
   if db.shape[0] == 0:
     raise ValueError("the database is empty (db_codes has 0 rows)")
   if queries.shape[1] != db.shape[1]:
-    raise ValueError(f"query codes have {queries.shape[1]} bits but database codes have "
-                     f"{db.shape[1]}")
+    raise ValueError(
+        f"query codes have {queries.shape[1]} bits but database codes have " f"{db.shape[1]}"
+    )
   weights = np.asarray(query_weights, np.float32)
   if weights.shape != queries.shape:
     raise ValueError(f"query_weights must be [nq, bits] = {queries.shape}, got {weights.shape}")
@@ -55,9 +60,11 @@ def _check_weighted_inputs(query_codes, db_codes, query_weights):
 @jax.jit
 def _weighted_distances(queries, db, weights):
   """float32 [b, nd] = sum_k w_k [q_k != d_k]; queries, weights [b, bits], db [nd, bits]."""
+
   def add_bit(k, dist):
     differs = (queries[:, k, None] != db[None, :, k]).astype(jnp.float32)
     return dist + weights[:, k, None] * differs
+
   init = jnp.zeros((queries.shape[0], db.shape[0]), jnp.float32)
   return lax.fori_loop(0, queries.shape[1], add_bit, init)
 
@@ -81,8 +88,7 @@ def _weighted_top_k(queries, db, weights, k):
   return dist_sorted[:, :k], pos_sorted[:, :k]
 
 
-def weighted_hamming_search(query_codes, db_codes, query_weights, k: int,
-                            query_batch: int = 64):
+def weighted_hamming_search(query_codes, db_codes, query_weights, k: int, query_batch: int = 64):
   """Ranks the database by weighted Hamming distance for each query.
 
   Exact; it sorts each query's distance row, so it suits evaluation-sized databases (tens of
@@ -105,6 +111,6 @@ def weighted_hamming_search(query_codes, db_codes, query_weights, k: int,
     q = np.pad(queries[start:stop], ((0, pad), (0, 0)))
     w = np.pad(weights[start:stop], ((0, pad), (0, 0)))
     dist, pos = _weighted_top_k(q, db, w, k)
-    dist_out[start:stop] = np.asarray(dist)[:stop - start]
-    ids_out[start:stop] = np.asarray(pos)[:stop - start]
+    dist_out[start:stop] = np.asarray(dist)[: stop - start]
+    ids_out[start:stop] = np.asarray(pos)[: stop - start]
   return dist_out, ids_out
