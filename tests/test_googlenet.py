@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iah_jax.convert.torchvision_googlenet import (
+from iah_jax.models import pretrained
+from iah_jax.models.pretrained import (
     flatten_variables,
     save_converted,
     unflatten_variables,
 )
-from iah_jax.models import pretrained
 from iah_jax.models.googlenet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
