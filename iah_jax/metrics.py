@@ -3,9 +3,10 @@
 NumPy arrays in, Python floats out. Every ranking is "database sorted by distance to the query";
 queries are processed in blocks so the largest temporary is a [query block, database] array
 (`block_elements` entries, default 2**16, at least one query), never a dense all-pairs matrix:
-10k queries x 1M items needs a few hundred MB. The distances come from `iah_jax.retrieval` (packed
-XOR / AND popcount `packing.pairwise_popcount`, weighted Hamming `weighted.weighted_distance_blocks`,
-the section IV table selection `category_tables.passes_threshold`); this module ranks and scores.
+10k queries x 1M items needs a few hundred MB. The distances come from `iah_jax.retrieval`
+(packed XOR / AND popcount: `packing.pairwise_popcount`; weighted Hamming:
+`weighted.weighted_distance_blocks`; section IV tables: `category_tables.passes_threshold`);
+this module ranks and scores.
 
 Definitions (r(j) = number of labels shared by the query and the j-th result, j 1-based;
 rel(j) = [r(j) >= 1]; N_pos = number of relevant database items):
