@@ -17,13 +17,13 @@ from iah_jax.models.pretrained import (
     save_converted,
     unflatten_variables,
 )
+from iah_jax.ops.conv_kernels import conv_gemm_grads
+from iah_jax.ops.pooling_kernels import max_pool_ceil
 from iah_jax.models.googlenet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     GoogLeNet,
     GoogLeNetBackbone,
-    conv_gemm_grads,
-    max_pool_ceil,
     normalize_unit_images,
 )
 
