@@ -512,24 +512,16 @@ def retrieval_metrics(
       query_codes, db_codes, query_labels, db_labels
   )
   if query_weights is not None:
-    return _evaluate(
-        weighted.weighted_distance_blocks(query_codes, db_codes, query_weights),
-        query_codes.shape[0],
-        db_codes.shape[0],
-        query_labels_f,
-        db_labels_f,
-        ks,
-        ties,
-        no_relevant,
-        map_at,
-        radius,
-        seed,
-        block_elements,
-        per_query,
+    distance_block = weighted.weighted_distance_blocks(query_codes, db_codes, query_weights)
+    num_distance_values = None  # float distances: tie groups come from sorting them
+  else:
+    query_words, db_words, bits = _packed(query_codes), _packed(db_codes), query_codes.shape[1]
+    distance_block = lambda a, b: pairwise_popcount(  # noqa: E731
+        query_words[a:b], db_words, np.bitwise_xor, bits
     )
-  query_words, db_words, bits = _packed(query_codes), _packed(db_codes), query_codes.shape[1]
+    num_distance_values = bits + 1
   return _evaluate(
-      lambda a, b: pairwise_popcount(query_words[a:b], db_words, np.bitwise_xor, bits),
+      distance_block,
       query_codes.shape[0],
       db_codes.shape[0],
       query_labels_f,
@@ -542,7 +534,7 @@ def retrieval_metrics(
       seed,
       block_elements,
       per_query,
-      num_distance_values=bits + 1,
+      num_distance_values=num_distance_values,
   )
 
 
