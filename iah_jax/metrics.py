@@ -3,7 +3,10 @@
 NumPy arrays in, Python floats out. Every ranking is "database sorted by distance to the query";
 queries are processed in blocks so the largest temporary is a [query block, database] array
 (`block_elements` entries, default 2**16, at least one query), never a dense all-pairs matrix:
-10k queries x 1M items needs a few hundred MB.
+10k queries x 1M items needs a few hundred MB. The distances come from `iah_jax.retrieval`
+(packed XOR / AND popcount: `packing.pairwise_popcount`; weighted Hamming:
+`weighted.weighted_distance_blocks`; section IV tables: `category_tables.passes_threshold`);
+this module ranks and scores.
 
 Definitions (r(j) = number of labels shared by the query and the j-th result, j 1-based;
 rel(j) = [r(j) >= 1]; N_pos = number of relevant database items):
@@ -59,8 +62,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
+from iah_jax.retrieval import category_tables
+from iah_jax.retrieval import weighted
 from iah_jax.retrieval.packing import check_codes
 from iah_jax.retrieval.packing import pack_codes
+from iah_jax.retrieval.packing import pairwise_popcount
 
 TIES = ("stable", "random", "expected")
 NO_RELEVANT = ("skip", "zero")
@@ -125,20 +131,6 @@ def _check_query_db(query_codes, db_codes, query_labels, db_labels):
 
 # --------------------------------------------------------------------------------------------
 # Per-block machinery
-
-
-def _popcount_block(query_words: np.ndarray, db_words: np.ndarray, op, max_count: int):
-  """popcount(op(q, d)) summed over words, [b, nd], from uint64 words [b, w] and [nd, w].
-
-  op = np.bitwise_xor gives Hamming distances of packed codes, np.bitwise_and the number of shared
-  labels of packed multi-hot labels. The result is uint8 / uint16 when `max_count` allows: such
-  keys make NumPy's stable argsort a radix sort, O(nd) per query.
-  """
-  dtype = np.uint8 if max_count < 256 else np.uint16 if max_count < 65536 else np.int32
-  out = np.bitwise_count(op(query_words[:, None, 0], db_words[None, :, 0])).astype(dtype)
-  for w in range(1, query_words.shape[1]):
-    out += np.bitwise_count(op(query_words[:, None, w], db_words[None, :, w])).astype(dtype)
-  return out
 
 
 def _packed(bits01: np.ndarray) -> np.ndarray:
@@ -461,7 +453,7 @@ def _evaluate(
   for start in range(0, n_queries, rows):
     stop = min(start + rows, n_queries)
     dist = distance_block(start, stop)
-    shared = _popcount_block(
+    shared = pairwise_popcount(
         query_label_words[start:stop], db_label_words, np.bitwise_and, num_labels
     )
     parts.append(
@@ -520,30 +512,16 @@ def retrieval_metrics(
       query_codes, db_codes, query_labels, db_labels
   )
   if query_weights is not None:
-    weights = np.asarray(query_weights, np.float32)
-    if weights.shape != query_codes.shape or not np.all(np.isfinite(weights)):
-      raise ValueError(
-          f"query_weights must be finite floats [nq, bits] = {query_codes.shape}, "
-          f"got {weights.shape}"
-      )
-    return _evaluate(
-        lambda a, b: _weighted_block(query_codes[a:b], db_codes, weights[a:b]),
-        query_codes.shape[0],
-        db_codes.shape[0],
-        query_labels_f,
-        db_labels_f,
-        ks,
-        ties,
-        no_relevant,
-        map_at,
-        radius,
-        seed,
-        block_elements,
-        per_query,
+    distance_block = weighted.weighted_distance_blocks(query_codes, db_codes, query_weights)
+    num_distance_values = None  # float distances: tie groups come from sorting them
+  else:
+    query_words, db_words, bits = _packed(query_codes), _packed(db_codes), query_codes.shape[1]
+    distance_block = lambda a, b: pairwise_popcount(  # noqa: E731
+        query_words[a:b], db_words, np.bitwise_xor, bits
     )
-  query_words, db_words, bits = _packed(query_codes), _packed(db_codes), query_codes.shape[1]
+    num_distance_values = bits + 1
   return _evaluate(
-      lambda a, b: _popcount_block(query_words[a:b], db_words, np.bitwise_xor, bits),
+      distance_block,
       query_codes.shape[0],
       db_codes.shape[0],
       query_labels_f,
@@ -556,16 +534,8 @@ def retrieval_metrics(
       seed,
       block_elements,
       per_query,
-      num_distance_values=bits + 1,
+      num_distance_values=num_distance_values,
   )
-
-
-def _weighted_block(query_codes, db_codes, weights) -> np.ndarray:
-  """float32 [b, nd] weighted Hamming distances, summed bit by bit in order k = 0, 1, ..."""
-  dist = np.zeros((query_codes.shape[0], db_codes.shape[0]), np.float32)
-  for k in range(query_codes.shape[1]):
-    dist += weights[:, k, None] * (query_codes[:, k, None] != db_codes[None, :, k])
-  return dist
 
 
 def ranking_metrics_from_distances(
@@ -643,23 +613,16 @@ def hamming_pr_curve(
   precisions, recalls = [], []
   for start in range(0, nq, rows):
     stop = min(start + rows, nq)
-    dist = _popcount_block(query_words[start:stop], db_words, np.bitwise_xor, bits)
-    dist = dist.astype(np.int64)
+    dist = pairwise_popcount(query_words[start:stop], db_words, np.bitwise_xor, bits)
     rel = (
-        _popcount_block(
+        pairwise_popcount(
             query_label_words[start:stop], db_label_words, np.bitwise_and, query_labels_f.shape[1]
         )
         > 0
     )
-    offsets = (np.arange(stop - start) * (bits + 1))[:, None]
-    hist = np.bincount((dist + offsets).ravel(), minlength=(stop - start) * (bits + 1))
-    hist_rel = np.bincount(
-        (dist + offsets).ravel(),
-        weights=rel.ravel().astype(np.float64),
-        minlength=(stop - start) * (bits + 1),
-    )
-    retrieved = np.cumsum(hist.reshape(-1, bits + 1), axis=1)
-    rel_retrieved = np.cumsum(hist_rel.reshape(-1, bits + 1), axis=1)
+    hist, hist_rel = _row_histograms(dist, bits + 1, [rel.astype(np.float64)])
+    retrieved = np.cumsum(hist, axis=1)
+    rel_retrieved = np.cumsum(hist_rel, axis=1)
     n_pos = rel.sum(1, keepdims=True).astype(np.float64)
     precisions.append(np.where(retrieved > 0, rel_retrieved / np.maximum(retrieved, 1), 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -685,7 +648,7 @@ def category_aware_metrics(
     ties: str = "stable",
     query_probs=None,
     db_probs=None,
-    threshold: float = 0.2,
+    threshold: float = category_tables.DEFAULT_THRESHOLD,
     seed: int = 0,
     block_elements: int | None = None,
 ) -> dict:
@@ -702,7 +665,9 @@ def category_aware_metrics(
       table j holds only database items with p_j >= threshold, a query carrying label j searches
       it only if its own p_j >= threshold (otherwise its AP is 0), and AP is normalised by all
       database items carrying label j, so relevant items left out of the table count as missed.
-    threshold: the probability threshold of the thresholded variant (IAH: 0.2).
+    threshold: the probability threshold of the thresholded variant (default IAH's,
+      `iah_jax.retrieval.category_tables.DEFAULT_THRESHOLD`); the tables are selected by
+      `category_tables.passes_threshold`, as `iah_jax.retrieval.CategoryTables` selects them.
 
   Returns:
     {"map": mean of the per-category MAPs over categories that have at least one query,
@@ -712,24 +677,17 @@ def category_aware_metrics(
   """
   if ties not in TIES:
     raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
-  query_codes = np.asarray(query_codes)
-  db_codes = np.asarray(db_codes)
-  if query_codes.ndim != 3 or db_codes.ndim != 3:
+  query_pieces = category_tables.check_pieces(query_codes, "query_codes")
+  db_pieces = category_tables.check_pieces(db_codes, "db_codes")
+  if query_pieces.shape[1:] != db_pieces.shape[1:]:
     raise ValueError(
-        f"category-aware codes must be 3-D [n, c, b], got query {query_codes.shape} "
-        f"and database {db_codes.shape}"
+        f"query codes [*, c, b] = {query_pieces.shape} and database codes "
+        f"{db_pieces.shape} disagree on c or b"
     )
-  if query_codes.shape[1:] != db_codes.shape[1:]:
-    raise ValueError(
-        f"query codes [*, c, b] = {query_codes.shape} and database codes "
-        f"{db_codes.shape} disagree on c or b"
-    )
-  nq, c, b = query_codes.shape
-  nd = db_codes.shape[0]
+  nq, c, _ = query_pieces.shape
+  nd = db_pieces.shape[0]
   if nd == 0:
     raise ValueError("the database is empty (db_codes has 0 rows)")
-  query_flat = check_codes(query_codes.reshape(nq, c * b), "query_codes").reshape(nq, c, b)
-  db_flat = check_codes(db_codes.reshape(nd, c * b), "db_codes").reshape(nd, c, b)
   query_labels_f = _check_labels(query_labels, nq, "query_labels")
   db_labels_f = _check_labels(db_labels, nd, "db_labels")
   if query_labels_f.shape[1] != c or db_labels_f.shape[1] != c:
@@ -741,13 +699,12 @@ def category_aware_metrics(
   if thresholded:
     if query_probs is None or db_probs is None:
       raise ValueError("give both query_probs and db_probs (or neither)")
-    query_probs = np.asarray(query_probs, np.float64)
-    db_probs = np.asarray(db_probs, np.float64)
-    if query_probs.shape != (nq, c) or db_probs.shape != (nd, c):
-      raise ValueError(
-          f"probabilities must be [nq, c] = {(nq, c)} and [nd, c] = {(nd, c)}, got "
-          f"{query_probs.shape} and {db_probs.shape}"
-      )
+    query_searches = category_tables.passes_threshold(
+        category_tables.check_label_probs(query_probs, (nq, c), "query_probs"), threshold
+    )
+    db_stored = category_tables.passes_threshold(
+        category_tables.check_label_probs(db_probs, (nd, c), "db_probs"), threshold
+    )
 
   rng = np.random.default_rng(seed) if ties == "random" else None
   per_category = []
@@ -762,13 +719,13 @@ def category_aware_metrics(
       per_category.append(None)
       continue
     if thresholded:
-      in_table = np.flatnonzero(db_probs[:, j] >= threshold)
-      searching = queries[query_probs[queries, j] >= threshold]
+      in_table = np.flatnonzero(db_stored[:, j])
+      searching = queries[query_searches[queries, j]]
       aps = np.zeros(queries.size)
       if in_table.size and searching.size:
         aps_searching = _category_aps(
-            query_flat[searching, j],
-            db_flat[in_table, j],
+            query_pieces[searching, j],
+            db_pieces[in_table, j],
             db_rel[in_table],
             ties,
             rng,
@@ -778,7 +735,7 @@ def category_aware_metrics(
         aps[np.searchsorted(queries, searching)] = aps_searching
     else:
       aps = _category_aps(
-          query_flat[queries, j], db_flat[:, j], db_rel, ties, rng, block_elements, n_pos_total
+          query_pieces[queries, j], db_pieces[:, j], db_rel, ties, rng, block_elements, n_pos_total
       )
     per_category.append(float(np.mean(aps)))
   defined = [v for v in per_category if v is not None]
@@ -796,7 +753,7 @@ def _category_aps(query_piece, db_piece, db_rel, ties, rng, block_elements, n_po
   aps = []
   for start in range(0, nq, rows):
     stop = min(start + rows, nq)
-    dist = _popcount_block(query_words[start:stop], db_words, np.bitwise_xor, bits)
+    dist = pairwise_popcount(query_words[start:stop], db_words, np.bitwise_xor, bits)
     shared = np.broadcast_to(db_rel.T.astype(np.uint8), dist.shape)
     n_pos = np.full(stop - start, n_pos_total)
     out = _block_metrics(

@@ -241,8 +241,8 @@ def test_pretrained_feature_source_is_the_supplied_backbone_untrained(tiny_data_
   """features_from="pretrained" (the paper's setting): no training, the converted weights as
   they are; here a randomly initialised GoogLeNet backbone written in the converter's format."""
   from iah_jax.baselines import features as feature_lib
-  from iah_jax.convert.torchvision_googlenet import save_converted
   from iah_jax.models.googlenet import GoogLeNetBackbone
+  from iah_jax.models.pretrained import save_converted
 
   config = tiny_config(tiny_data_dir)
   config.model.backbone = "googlenet"

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from iah_jax.convert import torchvision_googlenet as convert  # noqa: E402
+from iah_jax.models import pretrained  # noqa: E402
 from iah_jax.models.googlenet import GoogLeNetBackbone  # noqa: E402
 
 TORCHVISION_GOOGLENET_PARAMS = 6_624_904  # aux_logits=False, 1000 classes
@@ -131,10 +132,10 @@ def test_train_mode_matches_torchvision(torch_model, state_dict):
       for name, n in samples_per_bn.items()
   }
   sample_counts = convert.convert_state_dict({**torch_after, **counts})["batch_stats"]["features"]
-  old = convert.flatten_variables(variables["batch_stats"]["features"])
-  new_flax = convert.flatten_variables(updates["batch_stats"])
-  new_torch = convert.flatten_variables(torch_stats)
-  n_of = convert.flatten_variables(sample_counts)
+  old = pretrained.flatten_variables(variables["batch_stats"]["features"])
+  new_flax = pretrained.flatten_variables(updates["batch_stats"])
+  new_torch = pretrained.flatten_variables(torch_stats)
+  n_of = pretrained.flatten_variables(sample_counts)
   assert len(new_flax) == len(new_torch) == 2 * 57
   for name in new_torch:
     if name.endswith("/mean"):
@@ -168,8 +169,8 @@ def test_aux_classifier_and_counters_are_ignored(state_dict):
   aux_model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=False)
   aux_state = {k: v.numpy() for k, v in aux_model.state_dict().items()}
   assert any(k.startswith("aux1.") for k in aux_state)
-  with_aux = convert.flatten_variables(convert.convert_state_dict(aux_state))
-  without = convert.flatten_variables(convert.convert_state_dict(state_dict))
+  with_aux = pretrained.flatten_variables(convert.convert_state_dict(aux_state))
+  without = pretrained.flatten_variables(convert.convert_state_dict(state_dict))
   assert with_aux.keys() == without.keys()
   for name in without:
     np.testing.assert_array_equal(with_aux[name], without[name])
@@ -217,23 +218,23 @@ def test_refuses_shape_mismatch(state_dict):
 def test_saved_file_round_trips_without_torch_or_pickle(state_dict, tmp_path, monkeypatch):
   variables = convert.convert_state_dict(state_dict)
   path = tmp_path / "converted"  # no .npz suffix: the file must keep the given name
-  convert.save_converted(variables, str(path))
+  pretrained.save_converted(variables, str(path))
   monkeypatch.setitem(sys.modules, "torch", None)  # any torch import would now fail
-  loaded = convert.load_converted(str(path))
-  original, restored = convert.flatten_variables(variables), convert.flatten_variables(loaded)
+  loaded = pretrained.load_converted(str(path))
+  original, restored = pretrained.flatten_variables(variables), pretrained.flatten_variables(loaded)
   assert original.keys() == restored.keys()
   for name in original:
     assert restored[name].dtype == np.float32
     np.testing.assert_array_equal(restored[name], original[name])
   with np.load(path, allow_pickle=False) as archive:
-    assert str(archive[convert.FORMAT_KEY]) == convert.FORMAT_VERSION
+    assert str(archive[pretrained.FORMAT_KEY]) == pretrained.FORMAT_VERSION
 
 
 def test_load_converted_rejects_foreign_npz(tmp_path):
   path = tmp_path / "other.npz"
   np.savez(path, weights=np.zeros(3))
   with pytest.raises(ValueError, match="marker"):
-    convert.load_converted(str(path))
+    pretrained.load_converted(str(path))
 
 
 def test_command_line(state_dict_path, state_dict, tmp_path, capsys):
@@ -243,8 +244,8 @@ def test_command_line(state_dict_path, state_dict, tmp_path, capsys):
   assert f"params: 173 arrays, {TORCHVISION_GOOGLENET_PARAMS:,} numbers" in printed
   assert "batch_stats: 114 arrays" in printed
   assert "num_classes: 1000" in printed
-  expected = convert.flatten_variables(convert.convert_state_dict(state_dict))
-  written = convert.flatten_variables(convert.load_converted(str(out)))
+  expected = pretrained.flatten_variables(convert.convert_state_dict(state_dict))
+  written = pretrained.flatten_variables(pretrained.load_converted(str(out)))
   for name in expected:
     np.testing.assert_array_equal(written[name], expected[name])
 

@@ -11,19 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iah_jax.convert.torchvision_googlenet import (
+from iah_jax.models import pretrained
+from iah_jax.models.pretrained import (
     flatten_variables,
     save_converted,
     unflatten_variables,
 )
-from iah_jax.models import pretrained
+from iah_jax.ops.conv_kernels import conv_gemm_grads
+from iah_jax.ops.pooling_kernels import max_pool_ceil
 from iah_jax.models.googlenet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     GoogLeNet,
     GoogLeNetBackbone,
-    conv_gemm_grads,
-    max_pool_ceil,
     normalize_unit_images,
 )
 

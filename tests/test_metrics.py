@@ -9,6 +9,8 @@ from sklearn.metrics import average_precision_score
 from sklearn.metrics import ndcg_score
 
 from iah_jax import metrics
+from iah_jax import retrieval
+from iah_jax.retrieval import CategoryTables
 
 # ------------------------------------------------------------------------------------------------
 # Loop-based reference, written straight from the definitions (IAH eqs. 10-13).
@@ -99,6 +101,22 @@ def test_stable_matches_loop_reference(bits, nd, no_relevant):
     assert got[key] == pytest.approx(mean_policy(rows, key, no_relevant), abs=1e-12), key
   assert got["num_queries_without_relevant"] == sum(np.isnan(r["map"]) for r in rows)
   assert all(isinstance(v, float) for v in got.values())
+
+
+def test_multi_word_codes_and_labels_match_loop_reference():
+  # 70 bits and 70 labels: two 64-bit words for both the XOR distance and the AND label count.
+  rng = np.random.default_rng(37)
+  q, d, ql, dl = random_case(rng, 9, 80, 70, 70, label_rate=0.04)
+  ql[0] = 0
+  ql[1, [3, 66]] = 1
+  dl[5, [3, 66]] = 1  # shares a label in each word with query 1
+  ks = (5, 30)
+  got = metrics.retrieval_metrics(q, d, ql, dl, ks=ks, map_at=20, block_elements=2 * 80)
+  rows = reference_all(q, d, ql, dl, ks, map_at=20)
+  for key in rows[0]:
+    assert got[key] == pytest.approx(mean_policy(rows, key, "skip"), abs=1e-12), key
+  curve = metrics.hamming_pr_curve(q, d, ql, dl)
+  assert curve["precision"][2] == pytest.approx(got["precision@r2"], abs=1e-12)
 
 
 def reference_category_aware(query_codes, db_codes, query_labels, db_labels):
@@ -278,6 +296,28 @@ def test_weighted_ranking_metrics_equal_metrics_of_the_weighted_distances():
     assert unit[key] == pytest.approx(plain[key], abs=1e-12), key
 
 
+def test_weighted_ranking_uses_float32_sums_in_bit_order_exactly():
+  # The distances must be bit-identical to float32 sums taken bit 0, 1, ...: equal weights then
+  # give exactly tied distances, which "expected" averages over.
+  rng = np.random.default_rng(41)
+  q, d, ql, dl = random_case(rng, 7, 120, 9, 4, label_rate=0.4)
+  weights = rng.random((7, 9)).astype(np.float32)
+  weights[:, 3:] = weights[:, :1]  # many equal weights: many exact ties
+  want = np.zeros((7, 120), np.float32)
+  for bit in range(9):
+    want += weights[:, bit, None] * (q[:, bit, None] != d[None, :, bit])
+  np.testing.assert_array_equal(retrieval.weighted_hamming_distances(q, d, weights), want)
+  for ties in ("stable", "expected"):
+    got = metrics.retrieval_metrics(
+        q, d, ql, dl, ks=(10,), ties=ties, map_at=30, query_weights=weights, per_query=True
+    )
+    ref = metrics.ranking_metrics_from_distances(
+        want, ql, dl, ks=(10,), ties=ties, map_at=30, per_query=True
+    )
+    for key in ref:
+      np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{ties} {key}")
+
+
 def test_pr_curve_matches_loop():
   rng = np.random.default_rng(23)
   q, d, ql, dl = random_case(rng, 7, 60, 6, 3, label_rate=0.3)
@@ -328,6 +368,38 @@ def test_category_aware_thresholded_variant_matches_loop():
           ap += hits / rank
       aps.append(ap / n_pos)
     assert got["per_category_map"][j] == pytest.approx(np.mean(aps), abs=1e-12)
+
+
+def test_category_aware_thresholded_variant_equals_category_tables_search():
+  # The metrics' section IV tables are CategoryTables': AP of each searched table's full ranking.
+  rng = np.random.default_rng(43)
+  nq, nd, c, b = 10, 60, 3, 4
+  q = rng.integers(0, 2, (nq, c, b))
+  d = rng.integers(0, 2, (nd, c, b))
+  ql = (rng.random((nq, c)) < 0.6).astype(np.uint8)
+  dl = (rng.random((nd, c)) < 0.5).astype(np.uint8)
+  qp = rng.random((nq, c)).astype(np.float32)
+  dp = rng.random((nd, c)).astype(np.float32)
+  # float32(0.7) < 0.7: neither the tables nor the metrics may round the threshold to float32.
+  dp[:5, 0] = qp[:2, 1] = np.float32(0.7)
+  dp[5:8, 1] = qp[2, 0] = np.float32(0.75)
+  got = metrics.category_aware_metrics(q, d, ql, dl, query_probs=qp, db_probs=dp, threshold=0.7)
+  tables = CategoryTables(d, dp, threshold=0.7, backend="faiss")
+  assert not np.isin(np.arange(5), tables.tables[0].ids).any()  # p = float32(0.7) < 0.7
+  results = tables.search(q, qp, k=nd)
+  for j in range(c):
+    aps = []
+    for i in range(nq):
+      if not ql[i, j]:
+        continue
+      hits, ap = 0, 0.0
+      if j in results[i]:
+        for rank, item in enumerate(results[i][j][1], start=1):
+          if dl[item, j]:
+            hits += 1
+            ap += hits / rank
+      aps.append(ap / dl[:, j].sum())
+    assert got["per_category_map"][j] == pytest.approx(np.mean(aps), abs=1e-12), j
 
 
 def test_metrics_bad_input():

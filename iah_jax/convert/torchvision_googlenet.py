@@ -10,7 +10,8 @@ names listed.
 
 The converted variables are saved as a flat ``.npz`` (names joined with '/', e.g.
 ``params/features/conv1/conv/kernel``) plus a format marker, loadable with ``allow_pickle=False``
-and without torch. torch is imported only inside ``read_state_dict``.
+and without torch; that file format lives in ``iah_jax.models.pretrained`` (``save_converted`` /
+``load_converted``). torch is imported only inside ``read_state_dict``.
 
 Command line::
 
@@ -28,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from iah_jax.models.googlenet import GoogLeNet
-
-FORMAT_KEY = "__format__"
-FORMAT_VERSION = "iah_jax.googlenet.flax_variables.v1"
+from iah_jax.models.pretrained import FORMAT_VERSION
+from iah_jax.models.pretrained import flatten_variables
+from iah_jax.models.pretrained import save_converted
+from iah_jax.models.pretrained import unflatten_variables
 
 # --- axis rules: torch array -> Flax array -------------------------------------------------
 
@@ -204,50 +206,6 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def convert_file(path: str) -> dict:
   """Read a torchvision GoogLeNet .pth and return Flax variables (see ``convert_state_dict``)."""
   return convert_state_dict(read_state_dict(path))
-
-
-# --- flat names and the torch-free file format ----------------------------------------------
-
-
-def flatten_variables(variables: Mapping) -> dict:
-  """Nested dict -> {'collection/module/.../leaf': leaf}."""
-  flat = {}
-  for key_path, leaf in jax.tree_util.tree_flatten_with_path(dict(variables))[0]:
-    flat["/".join(str(key.key) for key in key_path)] = leaf
-  return flat
-
-
-def unflatten_variables(flat: Mapping[str, np.ndarray]) -> dict:
-  """{'a/b/c': leaf} -> {'a': {'b': {'c': leaf}}}."""
-  nested: dict = {}
-  for name, leaf in flat.items():
-    node = nested
-    *parents, last = name.split("/")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[last] = leaf
-  return nested
-
-
-def save_converted(variables: Mapping, path: str) -> None:
-  """Write variables as a flat .npz with a format marker (no pickle, no torch needed to read)."""
-  flat = {name: np.asarray(leaf) for name, leaf in flatten_variables(variables).items()}
-  if FORMAT_KEY in flat:
-    raise ValueError(f"variable name {FORMAT_KEY!r} is reserved for the format marker")
-  with open(path, "wb") as file:  # a file object keeps numpy from appending '.npz' to the name
-    np.savez(file, **{FORMAT_KEY: np.array(FORMAT_VERSION)}, **flat)
-
-
-def load_converted(path: str) -> dict:
-  """Read a file written by ``save_converted`` -> nested {'params': ..., 'batch_stats': ...}."""
-  with np.load(path, allow_pickle=False) as archive:
-    if FORMAT_KEY not in archive.files:
-      raise ValueError(f"{path} has no {FORMAT_KEY!r} marker; not written by save_converted")
-    marker = str(archive[FORMAT_KEY])
-    if marker != FORMAT_VERSION:
-      raise ValueError(f"{path} has format {marker!r}, this code reads {FORMAT_VERSION!r}")
-    flat = {name: archive[name] for name in archive.files if name != FORMAT_KEY}
-  return unflatten_variables(flat)
 
 
 # --- verification -----------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Pretrained backbone weights enter an iah_jax model through ``load``, one strict merge.
 
-The weights come from a file written by ``iah_jax.convert.torchvision_googlenet`` (torch-free
-.npz). Its feature-extractor subtree (``features``: conv1 ... inception5b) has the same variable
-names as ``GoogLeNetBackbone``, so it is merged as is into ``variables[collection][prefix]``
-for the ``params`` and ``batch_stats`` collections. Everything outside ``prefix`` (the IAH head)
-is returned untouched, i.e. as freshly initialised.
+The weights come from a torch-free .npz written by ``save_converted``. This module owns that
+file format (``save_converted`` / ``load_converted``); ``iah_jax.convert.torchvision_googlenet``
+writes it from a torchvision .pth and imports it from here (convert/ depends on models/, never
+the other way). The file's feature-extractor subtree (``features``: conv1 ... inception5b) has
+the same variable names as ``GoogLeNetBackbone``, so it is merged as is into
+``variables[collection][prefix]`` for the ``params`` and ``batch_stats`` collections.
+Everything outside ``prefix`` (the IAH head) is returned untouched, i.e. as freshly initialised.
 """
 
 from __future__ import annotations
@@ -17,15 +19,53 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iah_jax.convert.torchvision_googlenet import (
-    flatten_variables,
-    load_converted,
-    unflatten_variables,
-)
-
+# The converted-weights file: a flat .npz of Flax variables plus this format marker.
+FORMAT_KEY = "__format__"
+FORMAT_VERSION = "iah_jax.googlenet.flax_variables.v1"
 # Subtree of the converted classifier holding the feature extractor (GoogLeNet.features).
 CONVERTED_FEATURES = "features"
 BACKBONE_COLLECTIONS = ("params", "batch_stats")
+
+
+def flatten_variables(variables: Mapping) -> dict:
+  """Nested dict -> {'collection/module/.../leaf': leaf}."""
+  flat = {}
+  for key_path, leaf in jax.tree_util.tree_flatten_with_path(dict(variables))[0]:
+    flat["/".join(str(key.key) for key in key_path)] = leaf
+  return flat
+
+
+def unflatten_variables(flat: Mapping[str, np.ndarray]) -> dict:
+  """{'a/b/c': leaf} -> {'a': {'b': {'c': leaf}}}."""
+  nested: dict = {}
+  for name, leaf in flat.items():
+    node = nested
+    *parents, last = name.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = leaf
+  return nested
+
+
+def save_converted(variables: Mapping, path: str) -> None:
+  """Write variables as a flat .npz with a format marker (no pickle, no torch needed to read)."""
+  flat = {name: np.asarray(leaf) for name, leaf in flatten_variables(variables).items()}
+  if FORMAT_KEY in flat:
+    raise ValueError(f"variable name {FORMAT_KEY!r} is reserved for the format marker")
+  with open(path, "wb") as file:  # a file object keeps numpy from appending '.npz' to the name
+    np.savez(file, **{FORMAT_KEY: np.array(FORMAT_VERSION)}, **flat)
+
+
+def load_converted(path: str) -> dict:
+  """Read a file written by ``save_converted`` -> nested {'params': ..., 'batch_stats': ...}."""
+  with np.load(path, allow_pickle=False) as archive:
+    if FORMAT_KEY not in archive.files:
+      raise ValueError(f"{path} has no {FORMAT_KEY!r} marker; not written by save_converted")
+    marker = str(archive[FORMAT_KEY])
+    if marker != FORMAT_VERSION:
+      raise ValueError(f"{path} has format {marker!r}, this code reads {FORMAT_VERSION!r}")
+    flat = {name: archive[name] for name in archive.files if name != FORMAT_KEY}
+  return unflatten_variables(flat)
 
 
 def _subtree(tree: Mapping, path: tuple[str, ...]):
@@ -59,7 +99,7 @@ def load(
   Args:
     variables: the model's initialised variables, {'params': ..., 'batch_stats': ...}; the
       backbone lives under ``prefix`` ('/'-separated for a nested module, e.g. 'encoder/backbone').
-    path: a file written by ``iah_jax.convert.torchvision_googlenet.save_converted``.
+    path: a file written by ``save_converted`` (e.g. by ``iah_jax.convert.torchvision_googlenet``).
     prefix: module path of the backbone inside the model.
     dont_load: regexes (``re.search``) over full target names such as
       ``params/backbone/inception5b/branch1/conv/kernel``; matching variables keep their

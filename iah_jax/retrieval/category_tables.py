@@ -23,10 +23,11 @@ import numpy as np
 from iah_jax.retrieval import packing
 from iah_jax.retrieval.hamming_index import HammingIndex
 
-DEFAULT_THRESHOLD = 0.2
+DEFAULT_THRESHOLD = 0.2  # IAH section IV
 
 
-def _check_pieces(codes, what: str) -> np.ndarray:
+def check_pieces(codes, what: str) -> np.ndarray:
+  """Validates category-aware codes {0,1} [n, c, b]; returns them as uint8."""
   codes = np.asarray(codes)
   if codes.ndim != 3:
     raise ValueError(f"{what} must be category-aware codes [n, c, b], got shape {codes.shape}")
@@ -34,16 +35,25 @@ def _check_pieces(codes, what: str) -> np.ndarray:
   return packing.check_codes(codes.reshape(n, c * b), what).reshape(n, c, b)
 
 
-def _check_probs(probs, shape, what: str) -> np.ndarray:
-  probs = np.asarray(probs, np.float32)
-  if probs.shape != shape:
+def check_label_probs(probs, shape, what: str) -> np.ndarray:
+  """Validates predicted label probabilities: finite [n, c] = `shape`, returned as float64."""
+  probs = np.asarray(probs, np.float64)
+  if probs.shape != tuple(shape):
     raise ValueError(
-        f"{what} must have shape {shape} (one probability per item and category), "
+        f"{what} must have shape {tuple(shape)} (one probability per item and category), "
         f"got {probs.shape}"
     )
   if not np.all(np.isfinite(probs)):
     raise ValueError(f"{what} must be finite")
   return probs
+
+
+def passes_threshold(label_probs: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+  """bool [n, c]: p_j >= threshold, i.e. item i is stored in (query i searches) table j.
+
+  Compared in float64, so the threshold is not rounded to the probabilities' dtype.
+  """
+  return np.asarray(label_probs, np.float64) >= float(threshold)
 
 
 class CategoryTables:
@@ -66,19 +76,20 @@ class CategoryTables:
       backend: str = "jax",
       **index_kwargs,
   ):
-    codes = _check_pieces(db_codes, "db_codes")
+    codes = check_pieces(db_codes, "db_codes")
     nd, c, b = codes.shape
     if nd == 0:
       raise ValueError("the database is empty (db_codes has 0 rows)")
-    probs = _check_probs(db_label_probs, (nd, c), "db_label_probs")
+    probs = check_label_probs(db_label_probs, (nd, c), "db_label_probs")
     ids = np.arange(nd, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     if ids.shape != (nd,) or (nd > 1 and np.any(np.diff(ids) <= 0)):
       raise ValueError(f"ids must be strictly increasing int64 [{nd}]")
     self.threshold = float(threshold)
     self.num_categories, self.bits_per_category = c, b
     self.tables: list[HammingIndex | None] = []
+    stored = passes_threshold(probs, self.threshold)
     for j in range(c):
-      members = np.flatnonzero(probs[:, j] >= self.threshold)
+      members = np.flatnonzero(stored[:, j])
       if members.size == 0:
         self.tables.append(None)
         continue
@@ -105,18 +116,19 @@ class CategoryTables:
     """
     if isinstance(k, bool) or int(k) != k or k <= 0:
       raise ValueError(f"k must be a positive integer, got {k!r}")
-    queries = _check_pieces(query_codes, "query_codes")
+    queries = check_pieces(query_codes, "query_codes")
     nq, c, b = queries.shape
     if (c, b) != (self.num_categories, self.bits_per_category):
       raise ValueError(
           f"query codes are [*, {c}, {b}] but the tables hold "
           f"[*, {self.num_categories}, {self.bits_per_category}] codes"
       )
-    probs = _check_probs(query_label_probs, (nq, c), "query_label_probs")
+    probs = check_label_probs(query_label_probs, (nq, c), "query_label_probs")
     # Batch all queries of one category through that category's table.
     found = {}
+    searches = passes_threshold(probs, self.threshold)
     for j in range(c):
-      searching = np.flatnonzero(probs[:, j] >= self.threshold)
+      searching = np.flatnonzero(searches[:, j])
       if searching.size == 0:
         continue
       table = self.tables[j]

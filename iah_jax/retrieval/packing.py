@@ -80,10 +80,30 @@ def unpack_codes(packed, bits: int) -> np.ndarray:
   return np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :bits]
 
 
+def pairwise_popcount(
+    query_words: np.ndarray, db_words: np.ndarray, combine=np.bitwise_xor, max_count=None
+) -> np.ndarray:
+  """popcount(combine(q, d)) summed over the words: [b, nd] from words [b, w] and [nd, w].
+
+  combine=np.bitwise_xor gives the Hamming distances of packed codes, np.bitwise_and the number
+  of labels two packed multi-hot label rows share. The result is uint8 / uint16 when `max_count`
+  (the largest possible count; default all bits of the words) allows: such keys make NumPy's
+  stable argsort a radix sort, O(nd) per query. One [b, nd] temporary per word, never
+  [b, nd, w], so it suits query blocks against a whole database.
+  """
+  if max_count is None:
+    max_count = query_words.shape[1] * query_words.dtype.itemsize * 8
+  dtype = np.uint8 if max_count < 256 else np.uint16 if max_count < 65536 else np.int32
+  out = np.bitwise_count(combine(query_words[:, None, 0], db_words[None, :, 0])).astype(dtype)
+  for w in range(1, query_words.shape[1]):
+    out += np.bitwise_count(combine(query_words[:, None, w], db_words[None, :, w])).astype(dtype)
+  return out
+
+
 def hamming_distances_packed(query_packed, db_packed) -> np.ndarray:
   """All-pairs Hamming distances int32 [nq, nd] from packed words [nq, w] and [nd, w] (NumPy).
 
-  A reference / small-scale helper: it materialises nq x nd x w XORs, so call it on blocks.
+  A dense [nq, nd] result: call it on query blocks (see `pairwise_popcount`).
   """
   query_packed = np.asarray(query_packed)
   db_packed = np.asarray(db_packed)
@@ -92,5 +112,4 @@ def hamming_distances_packed(query_packed, db_packed) -> np.ndarray:
         f"packed query {query_packed.shape} {query_packed.dtype} and database "
         f"{db_packed.shape} {db_packed.dtype} words do not match"
     )
-  xor = np.bitwise_xor(query_packed[:, None, :], db_packed[None, :, :])
-  return np.bitwise_count(xor).sum(axis=-1, dtype=np.int32)
+  return pairwise_popcount(query_packed, db_packed).astype(np.int32)

@@ -40,6 +40,16 @@ def query_adaptive_weights(label_probs, class_bit_weights) -> np.ndarray:
   return label_probs @ class_bit_weights
 
 
+def check_query_weights(query_weights, shape) -> np.ndarray:
+  """Validates per-query bit weights: finite float32 [nq, bits] = `shape`."""
+  weights = np.asarray(query_weights, np.float32)
+  if weights.shape != tuple(shape):
+    raise ValueError(f"query_weights must be [nq, bits] = {tuple(shape)}, got {weights.shape}")
+  if not np.all(np.isfinite(weights)):
+    raise ValueError("query_weights must be finite")
+  return weights
+
+
 def _check_weighted_inputs(query_codes, db_codes, query_weights):
   queries = packing.check_codes(query_codes, "query_codes")
   db = packing.check_codes(db_codes, "db_codes")
@@ -49,12 +59,7 @@ def _check_weighted_inputs(query_codes, db_codes, query_weights):
     raise ValueError(
         f"query codes have {queries.shape[1]} bits but database codes have " f"{db.shape[1]}"
     )
-  weights = np.asarray(query_weights, np.float32)
-  if weights.shape != queries.shape:
-    raise ValueError(f"query_weights must be [nq, bits] = {queries.shape}, got {weights.shape}")
-  if not np.all(np.isfinite(weights)):
-    raise ValueError("query_weights must be finite")
-  return queries, db, weights
+  return queries, db, check_query_weights(query_weights, queries.shape)
 
 
 @jax.jit
@@ -77,6 +82,22 @@ def weighted_hamming_distances(query_codes, db_codes, query_weights) -> np.ndarr
   """
   queries, db, weights = _check_weighted_inputs(query_codes, db_codes, query_weights)
   return np.asarray(_weighted_distances(queries, db, weights))
+
+
+def weighted_distance_blocks(query_codes, db_codes, query_weights):
+  """`weighted_hamming_distances` by query blocks, for evaluating whole rankings.
+
+  Validates once and places the database on the device once; returns `block(start, stop)` ->
+  float32 [stop - start, nd], the distances of queries start..stop-1 (the same values as
+  `weighted_hamming_distances`).
+  """
+  queries, db, weights = _check_weighted_inputs(query_codes, db_codes, query_weights)
+  db_on_device = jnp.asarray(db)
+
+  def block(start: int, stop: int) -> np.ndarray:
+    return np.asarray(_weighted_distances(queries[start:stop], db_on_device, weights[start:stop]))
+
+  return block
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
