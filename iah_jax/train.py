@@ -62,14 +62,7 @@ def build_model(
       dtype=jnp.dtype(config.model.dtype),
   )
   return method.build(
-      methods.BuildContext(
-          num_classes=num_classes,
-          semantic_bits=semantic_bits,
-          bits_per_category=bits_per_category,
-          backbone=backbone,
-          model=config.model,
-          options=method.method_options(config),
-      )
+      method.build_context(config, num_classes, semantic_bits, bits_per_category, backbone)
   )
 
 

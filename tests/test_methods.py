@@ -128,14 +128,7 @@ def build_method(config, num_classes, semantic_bits, bits_per_category, backbone
   """config.method's network through its registered `build`."""
   method = methods.get(config.method)
   return method.build(
-      methods.BuildContext(
-          num_classes=num_classes,
-          semantic_bits=semantic_bits,
-          bits_per_category=bits_per_category,
-          backbone=backbone,
-          model=config.model,
-          options=method.method_options(config),
-      )
+      method.build_context(config, num_classes, semantic_bits, bits_per_category, backbone)
   )
 
 

@@ -134,6 +134,24 @@ class Method:
   def settings(self, config: ml_collections.ConfigDict) -> Settings:
     return Settings(loss=config.loss, model=config.model, options=self.method_options(config))
 
+  def build_context(
+      self,
+      config: ml_collections.ConfigDict,
+      num_classes: int,
+      semantic_bits: int,
+      bits_per_category: int,
+      backbone: nn.Module,
+  ) -> BuildContext:
+    """What `build` reads for one run, from the config and the run's sizes."""
+    return BuildContext(
+        num_classes=num_classes,
+        semantic_bits=semantic_bits,
+        bits_per_category=bits_per_category,
+        backbone=backbone,
+        model=config.model,
+        options=self.method_options(config),
+    )
+
 
 _REGISTRY: dict[str, Method] = {}
 
