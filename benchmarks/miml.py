@@ -36,16 +36,14 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
 from iah_jax import config as config_lib
 from iah_jax import console
+from iah_jax import evaluate
 from iah_jax import metrics
-from iah_jax import methods
 from iah_jax import train
-from iah_jax.data import features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,34 +80,6 @@ def cpu_seconds() -> float:
   return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def make_feature_step(model, config):
-  """(state, images, proposals) -> IAH codes plus `backbone_features` [B, C]: the backbone's
-  feature map averaged over its H x W cells (captured from the same forward pass)."""
-  encode = methods.get_method(config.method).encode
-
-  def feature_step(state, images, proposals):
-    variables = {"params": state.params}
-    if jax.tree.leaves(state.batch_stats):
-      variables["batch_stats"] = state.batch_stats
-    outputs, captured = model.apply(
-        variables,
-        images,
-        proposals,
-        train=False,
-        mutable=["intermediates"],
-        capture_intermediates=lambda module, method: (
-            method == "__call__" and module.name == "backbone"
-        ),
-    )
-    (feature_map,) = captured["intermediates"]["backbone"]["__call__"]
-    return dict(
-        encode(outputs, config),
-        backbone_features=jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2)),
-    )
-
-  return jax.jit(feature_step)
-
-
 def lsh_codes(
     database_features: np.ndarray, query_features: np.ndarray, bits: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,45 +98,19 @@ def lsh_codes(
 def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict:
   """Trains (or resumes) IAH for q semantic bits, returns both methods' metrics and times."""
   b = max(1, q // 4)
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.semantic_bits, config.bits_per_category = (q,), (b,)
-  config_lib.validate_config(config)
-  num_classes = builder.info.features[features.LABELS].shape[0]
-  model = train.build_model(config, num_classes, q, b)
-  run_dir = os.path.join(workdir, f"q{q}_b{b}")
-  wall, cpu = time.perf_counter(), cpu_seconds()
-  state = train.train(
-      config,
-      model=model,
-      builder=builder,
-      run_dir=run_dir,
-      mesh=mesh,
-      rng=jax.random.PRNGKey(config.seed),
+  config = config_lib.validate_config(evaluate.pair_config(config, q, b))
+  cpu = cpu_seconds()
+  model, state, best_step, train_wall = evaluate.train_and_restore(
+      config, builder, mesh, os.path.join(workdir, f"q{q}_b{b}"), jax.random.PRNGKey(config.seed)
   )
-  train_wall, train_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-  manager = train.checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
-  best_step = manager.best_step()
-  state = train.restore_latest(manager, state, best=True) or state
-  manager.close()
+  train_cpu = cpu_seconds() - cpu
 
   wall, cpu = time.perf_counter(), cpu_seconds()
-  feature_step = make_feature_step(model, config)
-  database = train.encode_split(
-      state, feature_step, builder, config.dataset.database_split, config, mesh
-  )
-  queries = train.encode_split(
-      state, feature_step, builder, config.dataset.query_split, config, mesh
+  # One forward pass gives the IAH codes and the pooled backbone features LSH hashes.
+  evaluated, database, queries = evaluate.encode_and_evaluate(
+      config, model, state, builder, mesh, backbone_features=True
   )
   ks = tuple(int(k) for k in config.eval.ks)
-  iah_metrics = metrics.retrieval_metrics(
-      queries["semantic_codes"],
-      database["semantic_codes"],
-      queries["labels"],
-      database["labels"],
-      ks=ks,
-      ties=config.eval.ties,
-  )
   lsh_database, lsh_queries = lsh_codes(
       database["backbone_features"], queries["backbone_features"], q, lsh_seed
   )
@@ -174,7 +118,7 @@ def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict
       lsh_queries, lsh_database, queries["labels"], database["labels"], ks=ks, ties=config.eval.ties
   )
   return {
-      "iah": {name: float(iah_metrics[name]) for name in METRIC_NAMES},
+      "iah": {name: float(evaluated["semantic"][name]) for name in METRIC_NAMES},
       "lsh_backbone": {name: float(lsh_metrics[name]) for name in METRIC_NAMES},
       "bits_per_category": b,
       "best_step": best_step,
@@ -257,7 +201,7 @@ def main(argv):
       "config": config.to_dict(),
   }
   with open(os.path.join(workdir, "miml_results.json"), "w") as file:
-    json.dump(results, file, indent=2, default=train.json_default)
+    json.dump(results, file, indent=2, default=evaluate.json_default)
   print(format_table(results))
 
 

@@ -104,13 +104,14 @@ def main(argv):
   )
   features_in = jnp.asarray(np.random.default_rng(1).normal(size=feature_map.shape), jnp.float32)
   head_params = head.init(jax.random.PRNGKey(0), features_in, batch["proposals"])["params"]
-  compute_losses = methods.get_method("iah").compute_losses
+  method = methods.get("iah")
+  settings = method.settings(config)
 
   @jax.jit
   def head_grads(params, features, proposals, labels):
     def loss(params, features):
       outputs = head.apply({"params": params}, features, proposals)
-      return compute_losses(outputs, labels, config.loss)["loss"]
+      return method.losses(outputs, labels, settings)["loss"]
 
     return jax.grad(loss, argnums=(0, 1))(params, features)
 

@@ -39,7 +39,7 @@ config_flags.DEFINE_config_file(
     "config", None, "Path to an ml_collections config file.", lock_config=True
 )
 flags.DEFINE_string("workdir", None, "Directory for runs, cells, comparison.md and plots.")
-flags.DEFINE_list("methods", list(cell_lib.ALL_METHODS), "Methods to compare.")
+flags.DEFINE_list("methods", list(cell_lib.all_methods()), "Methods to compare.")
 flags.DEFINE_list("bits", None, "Code lengths q (default: the config's semantic_bits).")
 flags.DEFINE_string(
     "features_from",

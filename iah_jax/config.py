@@ -17,19 +17,11 @@ def base_config() -> ml_collections.ConfigDict:
   """All keys with their defaults (the embedded synthetic dataset, small CPU backbone)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.method = "iah"  # see iah_jax.methods
-  # Options of the non-IAH methods (METHODS.md sections 2-4); margins and weights shared with IAH
-  # (semantic/category margins, label/semantic/category weights) stay in config.loss.
-  config.method_options = ml_collections.ConfigDict()
-  config.method_options.one_stage_loss = "weighted"  # one_stage: "weighted" (eq. 9) | "plain"
-  # one_stage: FC to q * this units, then q slices (DNNH's Caffe port: 50 units per bit slice;
-  # 0: slice the pooled backbone features directly). On MIML at 32 bits 50 gave MAP 0.6337
-  # against 0.5744 with 0 (README, "Method comparison").
-  config.method_options.one_stage_slice_units = 50
-  config.method_options.dsrh_margin = 5.0  # dsrh: hinge margin (authors: 5.0, 64 bits)
-  config.method_options.bit_balance_weight = 1.0  # dsrh: rho of the bit-balance penalty
-  config.method_options.qadwh_triplet_margin = 1.0  # qadwh: margin of the weighted triplet loss
-  config.method_options.qadwh_weight_init_std = 0.1  # qadwh: W (c x q) starts at N(1, std^2)
+  config.method = "iah"  # a registered method, see iah_jax.methods
+  # Each method's own options, `method_options.<method>.<option>` with the defaults the method
+  # declares (iah_jax.methods: e.g. method_options.dsrh.margin); margins and weights shared by
+  # the methods (semantic/category margins, label/semantic/category weights) stay in config.loss.
+  config.method_options = method_options()
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "synthetic_scenes"  # see iah_jax.data.registry
@@ -87,6 +79,15 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+def method_options() -> ml_collections.ConfigDict:
+  """{method name: {option: default}} for every registered method."""
+  from iah_jax import methods  # late: methods import the models (Flax)
+
+  return ml_collections.ConfigDict(
+      {name: dict(methods.get(name).options) for name in methods.names()}
+  )
+
+
 def _keys(config: ml_collections.ConfigDict, prefix: str = ""):
   for key, value in config.items():
     path = f"{prefix}{key}"
@@ -103,8 +104,8 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
   from iah_jax import methods  # late: methods import the models
 
-  if config.method not in methods.method_names():
-    raise ValueError(f"unknown method {config.method!r}; known: {list(methods.method_names())}")
+  if config.method not in methods.names():
+    raise ValueError(f"unknown method {config.method!r}; known: {list(methods.names())}")
   if len(config.semantic_bits) != len(config.bits_per_category):
     raise ValueError(
         "semantic_bits and bits_per_category must have the same length (one model "

@@ -1,5 +1,11 @@
-"""IAH losses: label-probability loss (eq. 3), weighted triplet loss (eq. 9), category-aware
-triplet loss (eq. 7).
+"""Every pure loss of the methods (METHODS.md sections 1-4), as functions of arrays:
+
+- IAH: label-probability loss (eq. 3), weighted triplet loss (eq. 9), category-aware triplet
+  loss (eq. 7);
+- DNNH's own plain triplet ranking loss; DSRH's NDCG-weighted ranking hinge and bit-balance
+  penalty; QaDWH's class-wise weighted triplet loss.
+
+Each method's `losses` (iah_jax.methods) combines these with its weights and options.
 
 Triplets follow the paper's Algorithm 1: every ordered triple (i, j, k) of the batch that meets the
 condition is used, enumerated at once as a [B, B, B] mask (no Python loops, no sampling). As in
@@ -91,3 +97,133 @@ def category_triplet_loss(
   valid = has[:, :, None, None] * has[:, None, :, None] * (1.0 - has)[:, None, None, :]
   hinge = jax.nn.relu(margin - distances[:, :, None, :] + distances[:, :, :, None])
   return _masked_mean(hinge, valid)
+
+
+# ----------------------------------------------------------------------------- other seed methods
+
+
+def _shared_labels(labels: jax.Array, dtype) -> jax.Array:
+  labels = labels.astype(dtype)
+  return labels @ labels.T  # [B, B]
+
+
+def _more_similar_mask(shared: jax.Array) -> jax.Array:
+  """valid[a, i, j] = sim(a, i) > sim(a, j): i should rank above j for query a."""
+  return shared[:, :, None] > shared[:, None, :]
+
+
+def _check_batch(features: jax.Array, labels: jax.Array, name: str) -> None:
+  if features.ndim != 2 or labels.ndim != 2 or features.shape[0] != labels.shape[0]:
+    raise ValueError(
+        f"{name}: expected features [B, q] and labels [B, c] with the same B, got "
+        f"{features.shape} and {labels.shape}"
+    )
+
+
+def triplet_ranking_loss(
+    semantic_features: jax.Array, labels: jax.Array, margin: float = 1.0
+) -> jax.Array:
+  """Plain (unweighted) triplet ranking hinge, DNNH's own loss (METHODS.md section 2).
+
+  For every ordered triple (i, j, k) with sim(i, j) > sim(i, k), sim = number of shared labels:
+    max(0, margin + ||F_i - F_j||^2 - ||F_i - F_k||^2).
+
+  Args:
+    semantic_features: F, [B, q].
+    labels: [B, c] multi-hot {0, 1}.
+    margin: hinge margin.
+  Returns:
+    scalar: mean over valid triples (0 when there is none).
+  """
+  _check_batch(semantic_features, labels, "triplet_ranking_loss")
+  shared = _shared_labels(labels, semantic_features.dtype)
+  distances = pairwise_squared_distances(semantic_features)
+  hinge = jax.nn.relu(margin + distances[:, :, None] - distances[:, None, :])
+  return _masked_mean(hinge, _more_similar_mask(shared))
+
+
+def dsrh_gain_weights(shared: jax.Array) -> jax.Array:
+  """DSRH's NDCG-gain weight of each triple (a, i, j): [B, B] -> [B, B, B].
+
+  (2^{r_i} - 2^{r_j}) / Z with Z = (2^{r_i} - 1) / log(2) + (2^{r_j} - 1) / log(3), r = shared
+  labels with the query a, log the natural logarithm (as written in METHODS.md section 3; the
+  authors' CUDA code calls the C `log`). Only meaningful where r_i > r_j (then Z >= 1 / log 2).
+  """
+  gain_i = jnp.exp2(shared)[:, :, None]
+  gain_j = jnp.exp2(shared)[:, None, :]
+  normaliser = (gain_i - 1.0) / jnp.log(2.0) + (gain_j - 1.0) / jnp.log(3.0)
+  return (gain_i - gain_j) / jnp.maximum(normaliser, 1e-12)
+
+
+def dsrh_ranking_loss(
+    signed_outputs: jax.Array, labels: jax.Array, margin: float = 5.0
+) -> jax.Array:
+  """DSRH's NDCG-weighted triplet hinge (METHODS.md section 3).
+
+  For every ordered triple (a, i, j) with r_i > r_j (r = shared labels with a):
+    w_aij * max(0, 0.5 * (h_a . h_j - h_a . h_i) + margin),  w = dsrh_gain_weights.
+  (0.5 * (h_a . h_j - h_a . h_i) is half the Hamming-distance difference for +-1 codes.)
+
+  Args:
+    signed_outputs: h = 2 sigmoid(.) - 1, [B, q] in (-1, 1).
+    labels: [B, c] multi-hot {0, 1}.
+    margin: hinge margin (5.0 for 64 bits in the authors' code).
+  Returns:
+    scalar: sum over valid triples divided by their number (0 when there is none).
+  """
+  _check_batch(signed_outputs, labels, "dsrh_ranking_loss")
+  shared = _shared_labels(labels, signed_outputs.dtype)
+  similarity = signed_outputs @ signed_outputs.T  # h_a . h_i, [B, B]
+  hinge = jax.nn.relu(0.5 * (similarity[:, None, :] - similarity[:, :, None]) + margin)
+  return _masked_mean(dsrh_gain_weights(shared) * hinge, _more_similar_mask(shared))
+
+
+def bit_balance_penalty(signed_outputs: jax.Array) -> jax.Array:
+  """sum_k (mean over the batch of h_k)^2 for h [B, q] in (-1, 1): 0 when every bit is +1 for
+  half of the batch and -1 for the other half. (Multiply by rho, DSRH's weight, outside.)"""
+  if signed_outputs.ndim != 2:
+    raise ValueError(f"bit_balance_penalty: expected [B, q], got {signed_outputs.shape}")
+  return jnp.sum(jnp.square(jnp.mean(signed_outputs, axis=0)))
+
+
+def sample_bit_weights(labels: jax.Array, class_bit_weights: jax.Array) -> jax.Array:
+  """QaDWH training-time bit weights: each image's classes' rows of W averaged.
+
+  Args:
+    labels: [B, c] multi-hot {0, 1} (an image without labels gets all-zero weights).
+    class_bit_weights: W, [c, q].
+  Returns:
+    [B, q]: (labels @ W) / number of labels.
+  """
+  if (
+      labels.ndim != 2
+      or class_bit_weights.ndim != 2
+      or labels.shape[1] != class_bit_weights.shape[0]
+  ):
+    raise ValueError(
+        f"sample_bit_weights: expected labels [B, c] and W [c, q], got "
+        f"{labels.shape} and {class_bit_weights.shape}"
+    )
+  labels = labels.astype(class_bit_weights.dtype)
+  return (labels @ class_bit_weights) / jnp.maximum(labels.sum(-1, keepdims=True), 1.0)
+
+
+def qadwh_weighted_triplet_loss(
+    bit_outputs: jax.Array, labels: jax.Array, class_bit_weights: jax.Array, margin: float = 1.0
+) -> jax.Array:
+  """QaDWH's triplet loss on class-wise weighted bits (METHODS.md section 4).
+
+  u_n = bit_outputs_n * sample_bit_weights(labels, W)_n; for every ordered triple (i, j, k) with
+  sim(i, j) > sim(i, k): max(0, margin + ||u_i - u_j||^2 - ||u_i - u_k||^2).
+
+  Args:
+    bit_outputs: [B, q] sigmoid outputs.
+    labels: [B, c] multi-hot {0, 1}.
+    class_bit_weights: W, [c, q].
+    margin: hinge margin (1 in the authors' code).
+  Returns:
+    scalar: mean over valid triples (0 when there is none).
+  """
+  _check_batch(bit_outputs, labels, "qadwh_weighted_triplet_loss")
+  weighted = bit_outputs * sample_bit_weights(labels, class_bit_weights)
+  return triplet_ranking_loss(weighted, labels, margin)

@@ -1,4 +1,4 @@
-"""Trains, checkpoints, encodes and evaluates IAH.
+"""Trains, checkpoints, encodes and evaluates `config.method` (evaluate.run).
 
   python -m iah_jax.main --config configs/default.py --workdir runs/default
   python -m iah_jax.main --config configs/default.py --workdir runs/x --config.num_train_steps=100
@@ -12,7 +12,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from iah_jax import console
-from iah_jax import train
+from iah_jax import evaluate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool(
@@ -36,7 +36,7 @@ def main(argv):
   if FLAGS.distributed:
     jax.distributed.initialize()  # coordinator and process ids from SLURM / TPU metadata
   with console.progress_logging():
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    evaluate.run(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
-"""The IAH recipe: build the model, train with one jit step over a device mesh, checkpoint,
-encode the database and the queries with the restored model, evaluate.
+"""Training, shared by every method: the state, the optimiser and its schedule, one jit train
+step over a device mesh, the loop with its checkpoints (and model selection on a validation
+split).
 
-`train_and_evaluate(config, workdir)` runs it all; the pieces are small top-level functions so
-tests and other scripts can reuse them (`create_train_state`, `make_train_step`,
-`make_encode_step`, `train`, `encode_split`, `evaluate_run`).
+The flow: iah_jax.methods (the registry: what `config.method` builds, minimises and encodes) ->
+train.py (`build_model`, `create_train_state`, `make_train_step`, `train`, `checkpoint_manager`,
+`restore_latest`) -> iah_jax.evaluate (restore the best-or-final checkpoint, encode, evaluate;
+`evaluate.run(config, workdir)` is the whole job). The pieces are small top-level functions so
+tests and other scripts reuse them.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -27,7 +29,6 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
-from iah_jax import config as config_lib
 from iah_jax import methods
 from iah_jax import metrics
 from iah_jax.data import features
@@ -54,13 +55,14 @@ def build_model(
     config: ml_collections.ConfigDict, num_classes: int, semantic_bits: int, bits_per_category: int
 ) -> nn.Module:
   """The network of `config.method` on the configured backbone."""
+  method = methods.get(config.method)
   backbone = backbones.build_backbone(
       config.model.backbone,
       config.model.backbone_options.to_dict(),
       dtype=jnp.dtype(config.model.dtype),
   )
-  return methods.get_method(config.method).build_model(
-      config, num_classes, semantic_bits, bits_per_category, backbone
+  return method.build(
+      method.build_context(config, num_classes, semantic_bits, bits_per_category, backbone)
   )
 
 
@@ -156,8 +158,8 @@ def make_train_step(
   batch (XLA inserts the cross-device communication), so the result does not depend on the
   number of devices.
   """
-  compute_losses = methods.get_method(config.method).compute_losses
-  loss_config = config.loss
+  method = methods.get(config.method)
+  settings = method.settings(config)
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array):
     has_batch_stats = bool(jax.tree.leaves(state.batch_stats))
@@ -174,7 +176,7 @@ def make_train_step(
           mutable=["batch_stats"] if has_batch_stats else [],
           rngs={"dropout": rng},
       )
-      terms = compute_losses(outputs, batch["labels"], loss_config)
+      terms = method.losses(outputs, batch["labels"], settings)
       return terms["loss"], (terms, updates)
 
     grads, (terms, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -193,35 +195,19 @@ def make_train_step(
   return jax.jit(
       train_step,
       donate_argnums=0,
-      in_shardings=(replicated, _batch_sharding(mesh), replicated),
+      in_shardings=(replicated, batch_sharding(mesh), replicated),
       out_shardings=(replicated, replicated),
   )
 
 
-def make_encode_step(model: nn.Module, mesh: Mesh, config: ml_collections.ConfigDict) -> Callable:
-  """Returns the jit-compiled `(state, images, proposals) -> dict` of codes and probabilities
-  (what `config.method`'s `encode` returns)."""
-  encode = methods.get_method(config.method).encode
-
-  def encode_step(state: TrainState, images: jax.Array, proposals: jax.Array) -> dict:
-    variables = {"params": state.params}
-    if jax.tree.leaves(state.batch_stats):
-      variables["batch_stats"] = state.batch_stats
-    return encode(model.apply(variables, images, proposals, train=False), config)
-
-  replicated = NamedSharding(mesh, PartitionSpec())
-  data = _batch_sharding(mesh)
-  # Codes come back replicated so every process can read the whole batch on the host.
-  return jax.jit(encode_step, in_shardings=(replicated, data, data), out_shardings=replicated)
-
-
-def _batch_sharding(mesh: Mesh) -> NamedSharding:
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Arrays split along the mesh's `data` axis (batches, encoder inputs)."""
   return NamedSharding(mesh, PartitionSpec("data"))
 
 
 def to_global(batch: dict, mesh: Mesh, keys=pipeline.MODEL_KEYS) -> dict:
   """Host batches (this process's rows) -> global arrays sharded along `data`."""
-  sharding = _batch_sharding(mesh)
+  sharding = batch_sharding(mesh)
   return {
       key: jax.make_array_from_process_local_data(sharding, np.asarray(batch[key])) for key in keys
   }
@@ -267,7 +253,6 @@ def restore_latest(
 
 
 VALIDATION_METRIC = "validation_map"
-CATEGORY_TABLE_THRESHOLD = 0.2  # IAH section IV: a piece enters table j when p_j >= 0.2
 
 
 def _validation_interval(config: ml_collections.ConfigDict) -> int:
@@ -389,11 +374,17 @@ def _validator(
     config: ml_collections.ConfigDict, model: nn.Module, builder, mesh: Mesh
 ) -> Callable[[TrainState], float]:
   """state -> semantic MAP of the validation split (queries) against the training split."""
-  encode_step = make_encode_step(model, mesh, config)
+  # Model selection encodes exactly as the final evaluation does; evaluate.py builds on this
+  # module, hence the late import.
+  from iah_jax import evaluate
+
+  encode_step = evaluate.make_encode_step(model, mesh, config)
 
   def validate(state: TrainState) -> float:
-    database = encode_split(state, encode_step, builder, config.dataset.train_split, config, mesh)
-    queries = encode_split(
+    database = evaluate.encode_split(
+        state, encode_step, builder, config.dataset.train_split, config, mesh
+    )
+    queries = evaluate.encode_split(
         state, encode_step, builder, config.dataset.validation_split, config, mesh
     )
     return metrics.retrieval_metrics(
@@ -440,107 +431,7 @@ def _write_scalars(writer, step: int, values: dict) -> None:
   writer.flush()
 
 
-# ----------------------------------------------------------------------------- encode, evaluate
-
-
-def encode_split(
-    state: TrainState,
-    encode_step: Callable,
-    builder,
-    split: str,
-    config: ml_collections.ConfigDict,
-    mesh: Mesh,
-) -> dict:
-  """Codes, label probabilities and labels of every image of `split`, ordered by index.
-
-  Rows come in stored order (TFDS slices such as "train[90%:]" included); `index` is the
-  example's position in its full split.
-  """
-  batch_size = config.eval.batch_size
-  batch_size += (-batch_size) % mesh.size  # every device gets the same number of rows
-  # Every process reads the whole split; each feeds its own slice of every batch.
-  rows_per_process = batch_size // jax.process_count()
-  own_rows = slice(
-      jax.process_index() * rows_per_process, (jax.process_index() + 1) * rows_per_process
-  )
-  collected: dict[str, list] = {}
-  total = pipeline.num_examples(builder, split)
-  for batch in tqdm.tqdm(
-      pipeline.eval_batches(
-          builder, split=split, batch_size=batch_size, image_size=config.dataset.image_size
-      ),
-      total=math.ceil(total / batch_size),
-      desc=f"encode {split}",
-      unit="batch",
-      dynamic_ncols=True,
-      mininterval=2.0,
-  ):
-    inputs = to_global(
-        {key: batch[key][own_rows] for key in (features.IMAGE, features.PROPOSALS)},
-        mesh,
-        keys=(features.IMAGE, features.PROPOSALS),
-    )
-    outputs = jax.device_get(encode_step(state, inputs[features.IMAGE], inputs[features.PROPOSALS]))
-    real = batch["mask"]
-    outputs["labels"] = batch[features.LABELS]
-    outputs["index"] = batch[features.INDEX]
-    for name, value in outputs.items():
-      collected.setdefault(name, []).append(np.asarray(value)[real])
-  encoded = {name: np.concatenate(parts) for name, parts in collected.items()}
-  order = np.argsort(encoded["index"], kind="stable")
-  return {name: value[order] for name, value in encoded.items()}
-
-
-def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDict) -> dict:
-  """Semantic Hamming-ranking metrics, and where the method has them, the same codes ranked by
-  query-adaptive weighted Hamming distance (`query_adaptive`: QaDWH's ranking, also on IAH's codes)
-  and the category-aware metrics."""
-  ks = tuple(int(k) for k in config.eval.ks)
-  results = {
-      "semantic": metrics.retrieval_metrics(
-          queries["semantic_codes"],
-          database["semantic_codes"],
-          queries["labels"],
-          database["labels"],
-          ks=ks,
-          ties=config.eval.ties,
-      )
-  }
-  if "bit_weights" in queries:
-    results["query_adaptive"] = metrics.retrieval_metrics(
-        queries["semantic_codes"],
-        database["semantic_codes"],
-        queries["labels"],
-        database["labels"],
-        ks=ks,
-        ties=config.eval.ties,
-        query_weights=queries["bit_weights"],
-    )
-  if "category_codes" in queries:
-    results["category_aware"] = metrics.category_aware_metrics(
-        queries["category_codes"],
-        database["category_codes"],
-        queries["labels"],
-        database["labels"],
-        ties=config.eval.ties,
-    )
-    if "label_probs" in queries:
-      # IAH section IV retrieval: per-category tables of the items with p_j >= 0.2, searched
-      # only by queries with p_j >= 0.2 (relevant items left out count as missed).
-      results["category_aware"]["probability_tables"] = metrics.category_aware_metrics(
-          queries["category_codes"],
-          database["category_codes"],
-          queries["labels"],
-          database["labels"],
-          ties=config.eval.ties,
-          query_probs=queries["label_probs"],
-          db_probs=database["label_probs"],
-          threshold=CATEGORY_TABLE_THRESHOLD,
-      )
-  return results
-
-
-# ----------------------------------------------------------------------------- the whole job
+# ----------------------------------------------------------------------------- data
 
 
 def load_dataset(config: ml_collections.ConfigDict):
@@ -551,116 +442,3 @@ def load_dataset(config: ml_collections.ConfigDict):
   if config.dataset.name == registry.SYNTHETIC_SCENES and not options:
     options["config"] = config.dataset.config  # the embedded dataset's named configs
   return registry.get_builder(config.dataset.name, resolve_path(config.dataset.data_dir), **options)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains one model per (q, b) pair, evaluates each restored model, writes results.json."""
-  config_lib.validate_config(config)
-  workdir = resolve_path(workdir)
-  tf_io().gfile.makedirs(workdir)
-  mesh = make_mesh()
-  check_batch_size(config.batch_size, mesh)
-  builder = load_dataset(config)
-  num_classes = builder.info.features[features.LABELS].shape[0]
-  results: dict[str, Any] = {
-      "method": config.method,
-      "semantic": {},
-      "query_adaptive": {},
-      "category_aware": {},
-      "train_seconds": 0.0,
-      "config": config.to_dict(),
-  }
-  rng = jax.random.PRNGKey(config.seed)
-  for run, (q, b) in enumerate(zip(config.semantic_bits, config.bits_per_category)):
-    run_dir = os.path.join(workdir, f"q{q}_b{b}")
-    model = build_model(config, num_classes, int(q), int(b))
-    started = time.perf_counter()
-    state = train(
-        config,
-        model=model,
-        builder=builder,
-        run_dir=run_dir,
-        mesh=mesh,
-        rng=jax.random.fold_in(rng, run),
-    )
-    results["train_seconds"] += time.perf_counter() - started
-    # Evaluate the restored checkpoint (the final one, or the best on the validation split),
-    # exactly what a user restoring it would get.
-    state = (
-        restore_latest(
-            checkpoint_manager(os.path.join(run_dir, "checkpoints"), config),
-            state,
-            best=bool(config.dataset.validation_split),
-        )
-        or state
-    )
-    encode_step = make_encode_step(model, mesh, config)
-    database = encode_split(
-        state, encode_step, builder, config.dataset.database_split, config, mesh
-    )
-    queries = encode_split(state, encode_step, builder, config.dataset.query_split, config, mesh)
-    run_metrics = evaluate_run(database, queries, config)
-    results["semantic"][str(q)] = run_metrics["semantic"]
-    if "query_adaptive" in run_metrics:
-      results["query_adaptive"][str(q)] = run_metrics["query_adaptive"]
-    logger.info(
-        "q%d_b%d: semantic MAP %.4f, wMAP %.4f",
-        q,
-        b,
-        run_metrics["semantic"]["map"],
-        run_metrics["semantic"]["wmap"],
-    )
-    if "category_aware" in run_metrics:
-      results["category_aware"][str(b)] = dict(run_metrics["category_aware"], run=f"q{q}_b{b}")
-  if jax.process_index() == 0:  # one writer in multi-host runs
-    with tf_io().gfile.GFile(os.path.join(workdir, "results.json"), "w") as file:
-      file.write(json.dumps(results, indent=2, default=json_default))
-    print(format_results(results))
-  return results
-
-
-def json_default(value):
-  """json.dump(default=...) for NumPy scalars and arrays and tuples."""
-  if isinstance(value, (np.integer, np.floating)):
-    return value.item()
-  if isinstance(value, (tuple, np.ndarray)):
-    return list(value)
-  raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def format_results(results: dict) -> str:
-  """A plain-text table of the semantic and category-aware metrics."""
-  lines = ["semantic hashing (queries vs database, Hamming ranking)"]
-  names = sorted(
-      {
-          name
-          for row in results["semantic"].values()
-          for name in row
-          if name in ("map", "wmap") or name.startswith(("ndcg@", "acg@"))
-      },
-      key=lambda name: (name not in ("map", "wmap"), name),
-  )
-  lines.append("  bits  " + "  ".join(f"{name:>10}" for name in names))
-  for bits, row in results["semantic"].items():
-    lines.append(
-        f"  {bits:>4}  " + "  ".join(f"{row.get(name, float('nan')):>10.4f}" for name in names)
-    )
-  for bits, row in results.get("query_adaptive", {}).items():
-    lines.append(
-        f"  {bits:>4}  query-adaptive weighted Hamming ranking: map={row['map']:.4f}  "
-        f"wmap={row['wmap']:.4f}"
-    )
-  lines.append("category-aware hashing (per-category MAP averaged over categories)")
-  for bits, row in results["category_aware"].items():
-    tables = row.get("probability_tables")
-    lines.append(
-        f"  b={bits:>3}  map={row['map']:.4f}"
-        + (
-            f"  with p >= {CATEGORY_TABLE_THRESHOLD} tables: map={tables['map']:.4f}"
-            if tables
-            else ""
-        )
-        + f"  ({row.get('run', '')})"
-    )
-  lines.append(f"train seconds: {results['train_seconds']:.1f}")
-  return "\n".join(lines)

@@ -43,7 +43,7 @@ def number(cell: str) -> float:
 def compared(tiny_data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("compare"))
   config = tiny_config(tiny_data_dir, steps=2)
-  results = comparison.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
+  results = comparison.compare(config, workdir, list(cell_lib.all_methods()), (8,), "iah", CURVE_KS)
   with open(os.path.join(workdir, "comparison.md")) as file:
     text = file.read()
   return config, workdir, results, text
@@ -52,7 +52,7 @@ def compared(tiny_data_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_report_has_every_method_row_the_tables_and_the_plots(compared):
   _, workdir, results, text = compared
-  assert [cell["method"] for cell in results] == list(cell_lib.ALL_METHODS)
+  assert [cell["method"] for cell in results] == list(cell_lib.all_methods())
   semantic_rows = [
       "IAH",
       "IAH (query-adaptive weighted Hamming)",
@@ -72,7 +72,7 @@ def test_report_has_every_method_row_the_tables_and_the_plots(compared):
   map_rows = table(text, "MAP")
   for method, cell in by_method.items():
     if method != "category_baseline":
-      assert number(map_rows[report.TITLES[method]][0]) == pytest.approx(
+      assert number(map_rows[report.display_title(method)][0]) == pytest.approx(
           cell["metrics"]["map"], abs=5e-5
       )
   best = max(cell["metrics"]["map"] for cell in results if cell["semantic_table"])
@@ -96,7 +96,7 @@ def test_report_has_every_method_row_the_tables_and_the_plots(compared):
     with open(os.path.join(workdir, name), "rb") as file:
       assert file.read(8) == PNG_MAGIC, name
     assert f"({name})" in text
-  for method in cell_lib.ALL_METHODS:
+  for method in cell_lib.all_methods():
     assert os.path.exists(cell_lib.cell_path(workdir, method, 8))
 
 
@@ -113,7 +113,7 @@ def test_cells_hold_curves_and_the_ranking_each_method_uses(compared):
   assert set(by_method["iah"]["variants"]) == {"query-adaptive weighted Hamming"}
   assert not by_method["category_baseline"]["semantic_table"]
   assert by_method["category_baseline"]["bits_per_category"] == 2
-  assert all(by_method[m]["kind"] == "shallow" for m in cell_lib.SHALLOW_METHODS)
+  assert all(by_method[m]["kind"] == "shallow" for m in cell_lib.shallow_methods())
 
 
 @pytest.mark.slow
@@ -127,7 +127,7 @@ def test_shallow_cells_are_fitted_on_the_train_split_features(compared, tiny_dat
   assert cached["fit_features"].shape[0] == sizes["train"]  # config.dataset.train_split
   assert cached["database_features"].shape[0] == sizes["train"]
   assert cached["query_features"].shape[0] == sizes["test"]
-  for method in cell_lib.SHALLOW_METHODS:
+  for method in cell_lib.shallow_methods():
     hasher = baselines.fit(
         method, cached["fit_features"], 8, labels=cached["fit_labels"], seed=config.seed
     )
@@ -153,7 +153,7 @@ def test_second_run_reuses_finished_cells_and_redoes_only_a_missing_one(compared
     raise AssertionError("a finished cell or a cached feature source was trained again")
 
   monkeypatch.setattr(cell_lib.train, "train", no_training)
-  again = comparison.compare(config, workdir, list(cell_lib.ALL_METHODS), (8,), "iah", CURVE_KS)
+  again = comparison.compare(config, workdir, list(cell_lib.all_methods()), (8,), "iah", CURVE_KS)
   assert [cell["metrics"]["map"] for cell in again] == pytest.approx(
       [cell["metrics"]["map"] for cell in results], abs=1e-12
   )

@@ -45,7 +45,7 @@ def load_config(name: str):
 
 
 def num_classes_of(config) -> int:
-  """c as train_and_evaluate gets it: from the dataset builder (not prepared, no data needed)."""
+  """c as evaluate.run gets it: from the dataset builder (not prepared, no data needed)."""
   builder = registry.get_builder(
       config.dataset.name,
       "/nonexistent-unprepared",

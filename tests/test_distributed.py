@@ -9,8 +9,8 @@ a tiny IAH model with iah_jax.train and
    `train.to_global` (jax.make_array_from_process_local_data), exactly as the training loop does;
 2. reads a few training batches through `pipeline.train_batches` on the tiny embedded dataset,
    which gives each process its own half of the split (tfds.split_for_jax_process);
-3. encodes the tiny dataset's test split with the trained state through `train.encode_split`
-   (the evaluation path of train_and_evaluate).
+3. encodes the tiny dataset's test split with the trained state through `evaluate.encode_split`
+   (the evaluation path of evaluate.run).
 
 The tests compare the workers' parameters after the two steps and their codes with a
 single-process run on the full global batches (this pytest process, 1 device), and check that
@@ -115,13 +115,13 @@ def flat_params(state) -> dict:
 
 
 def encode_test_split(state, model, mesh, builder) -> dict:
-  """train.encode_split of the tiny test split: codes, label_probs, labels, index."""
-  from iah_jax import train
+  """evaluate.encode_split of the tiny test split: codes, label_probs, labels, index."""
+  from iah_jax import evaluate
 
   config = tiny_config()
   config.eval.batch_size = 12  # 32 test images: the last batch is padded
-  encode_step = train.make_encode_step(model, mesh, config)
-  return train.encode_split(state, encode_step, builder, "test", config, mesh)
+  encode_step = evaluate.make_encode_step(model, mesh, config)
+  return evaluate.encode_split(state, encode_step, builder, "test", config, mesh)
 
 
 # ----------------------------------------------------------------------------- worker process
@@ -310,7 +310,7 @@ def test_two_processes_encode_like_one(runs):
   for process_id, result in enumerate(results):
     if "encode_error" in result:
       pytest.fail(
-          f"process {process_id}: train.encode_split failed with 2 processes: "
+          f"process {process_id}: evaluate.encode_split failed with 2 processes: "
           f"{result['encode_error']}"
       )
     for name, value in expected.items():

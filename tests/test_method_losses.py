@@ -1,4 +1,4 @@
-"""The seed methods' losses (method_losses.py) against loop-based NumPy references."""
+"""The seed methods' losses (losses.py) against loop-based NumPy references."""
 
 import math
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iah_jax import method_losses
+from iah_jax import losses
 
 
 def random_problem(batch=7, bits=5, classes=4, seed=0):
@@ -52,20 +52,20 @@ def reference_dsrh(signed, labels, margin):
 @pytest.mark.parametrize("margin", [0.0, 1.0, 3.0])
 def test_plain_triplet_ranking_loss_matches_loops(margin):
   features, labels, _ = random_problem(seed=1)
-  got = method_losses.triplet_ranking_loss(jnp.asarray(features), jnp.asarray(labels), margin)
+  got = losses.triplet_ranking_loss(jnp.asarray(features), jnp.asarray(labels), margin)
   np.testing.assert_allclose(float(got), reference_triplet(features, labels, margin), rtol=1e-5)
 
 
 @pytest.mark.parametrize("margin,seed", [(5.0, 0), (0.5, 1), (0.0, 2)])
 def test_dsrh_ranking_loss_matches_loops(margin, seed):
   signed, labels, _ = random_problem(bits=6, seed=seed)
-  got = method_losses.dsrh_ranking_loss(jnp.asarray(signed), jnp.asarray(labels), margin)
+  got = losses.dsrh_ranking_loss(jnp.asarray(signed), jnp.asarray(labels), margin)
   np.testing.assert_allclose(float(got), reference_dsrh(signed, labels, margin), rtol=1e-5)
 
 
 def test_dsrh_gain_weights_match_ndcg_formula():
   shared = jnp.asarray([[3.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
-  weights = np.asarray(method_losses.dsrh_gain_weights(shared))
+  weights = np.asarray(losses.dsrh_gain_weights(shared))
   # query 0, item 0 (r = 3) above item 2 (r = 0): (8 - 1) / (7 / ln 2 + 0)
   np.testing.assert_allclose(weights[0, 0, 2], 7.0 / (7.0 / math.log(2)), rtol=1e-6)
   # query 0, item 0 (r = 3) above item 1 (r = 1): (8 - 2) / (7 / ln 2 + 1 / ln 3)
@@ -78,11 +78,11 @@ def test_dsrh_loss_grows_with_the_margin_by_the_mean_gain_weight():
   signed, labels, _ = random_problem(seed=3)
   # A large margin keeps every hinge active: the loss is then linear in the margin with slope
   # mean(weight) over the valid triples.
-  low = float(method_losses.dsrh_ranking_loss(signed, labels, 10.0))
-  high = float(method_losses.dsrh_ranking_loss(signed, labels, 11.0))
+  low = float(losses.dsrh_ranking_loss(signed, labels, 10.0))
+  high = float(losses.dsrh_ranking_loss(signed, labels, 11.0))
   shared = labels @ labels.T
   valid = shared[:, :, None] > shared[:, None, :]
-  mean_weight = np.asarray(method_losses.dsrh_gain_weights(jnp.asarray(shared)))[valid].mean()
+  mean_weight = np.asarray(losses.dsrh_gain_weights(jnp.asarray(shared)))[valid].mean()
   np.testing.assert_allclose(high - low, mean_weight, rtol=1e-4)
 
 
@@ -92,15 +92,15 @@ def test_bit_balance_penalty_matches_loops_and_is_zero_when_balanced():
       (sum(signed[n, k] for n in range(len(signed))) / len(signed)) ** 2
       for k in range(signed.shape[1])
   )
-  np.testing.assert_allclose(float(method_losses.bit_balance_penalty(signed)), expected, rtol=1e-5)
+  np.testing.assert_allclose(float(losses.bit_balance_penalty(signed)), expected, rtol=1e-5)
   balanced = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.2], [-0.5, -0.2]], np.float32)
-  assert float(method_losses.bit_balance_penalty(balanced)) == 0.0
+  assert float(losses.bit_balance_penalty(balanced)) == 0.0
 
 
 def test_sample_bit_weights_average_the_classes_rows():
   _, labels, rng = random_problem(seed=5)
   weights = rng.normal(1.0, 0.1, size=(labels.shape[1], 5)).astype(np.float32)
-  got = np.asarray(method_losses.sample_bit_weights(labels, weights))
+  got = np.asarray(losses.sample_bit_weights(labels, weights))
   for n in range(len(labels)):
     rows = [weights[j] for j in range(labels.shape[1]) if labels[n, j]]
     np.testing.assert_allclose(got[n], np.mean(rows, axis=0), rtol=1e-6)
@@ -119,11 +119,11 @@ def test_qadwh_loss_matches_loops_with_class_wise_weighting(margin):
           for n in range(len(bits))
       ]
   )
-  got = method_losses.qadwh_weighted_triplet_loss(bits, labels, weights, margin)
+  got = losses.qadwh_weighted_triplet_loss(bits, labels, weights, margin)
   np.testing.assert_allclose(float(got), reference_triplet(weighted, labels, margin), rtol=1e-5)
   # The weighting matters: all-ones W gives the plain loss, this W does not.
-  plain = float(method_losses.triplet_ranking_loss(bits, labels, margin))
-  ones = method_losses.qadwh_weighted_triplet_loss(bits, labels, np.ones_like(weights), margin)
+  plain = float(losses.triplet_ranking_loss(bits, labels, margin))
+  ones = losses.qadwh_weighted_triplet_loss(bits, labels, np.ones_like(weights), margin)
   np.testing.assert_allclose(float(ones), plain, rtol=1e-6)
   assert abs(float(got) - plain) > 1e-3
 
@@ -132,9 +132,9 @@ def test_no_valid_triple_gives_zero_loss_and_zero_gradient():
   features, _, _ = random_problem(seed=7)
   labels = np.ones((len(features), 3), np.float32)  # every pair shares the same labels
   for loss in (
-      lambda f: method_losses.triplet_ranking_loss(f, labels, 1.0),
-      lambda f: method_losses.dsrh_ranking_loss(f, labels, 5.0),
-      lambda f: method_losses.qadwh_weighted_triplet_loss(f, labels, np.ones((3, 5)), 1.0),
+      lambda f: losses.triplet_ranking_loss(f, labels, 1.0),
+      lambda f: losses.dsrh_ranking_loss(f, labels, 5.0),
+      lambda f: losses.qadwh_weighted_triplet_loss(f, labels, np.ones((3, 5)), 1.0),
   ):
     value, grad = jax.value_and_grad(loss)(jnp.asarray(features))
     assert float(value) == 0.0
@@ -144,6 +144,6 @@ def test_no_valid_triple_gives_zero_loss_and_zero_gradient():
 def test_mismatched_shapes_are_clear_errors():
   features, labels, _ = random_problem()
   with pytest.raises(ValueError, match="same B"):
-    method_losses.dsrh_ranking_loss(features[:3], labels, 5.0)
+    losses.dsrh_ranking_loss(features[:3], labels, 5.0)
   with pytest.raises(ValueError, match=r"W \[c, q\]"):
-    method_losses.sample_bit_weights(labels, np.ones((labels.shape[1] + 1, 5)))
+    losses.sample_bit_weights(labels, np.ones((labels.shape[1] + 1, 5)))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from iah_jax import config as config_lib
+from iah_jax import evaluate
 from iah_jax import losses
-from iah_jax import method_losses
 from iah_jax import methods
 from iah_jax import train
 from iah_jax.methods import one_stage
@@ -69,7 +69,8 @@ def stepped(request):
   outputs = model.apply(
       {"params": before}, jnp.asarray(batch["image"]), jnp.asarray(batch["proposals"]), train=True
   )
-  expected = methods.get_method(config.method).compute_losses(outputs, batch["labels"], config.loss)
+  method = methods.get(config.method)
+  expected = method.losses(outputs, batch["labels"], method.settings(config))
   state, terms = step(state, train.to_global(batch, mesh), jax.random.PRNGKey(0))
   return config, model, before, state, terms, expected, batch, step, mesh
 
@@ -86,7 +87,7 @@ def test_one_train_step_gives_the_method_loss_and_changes_every_parameter(steppe
 def test_encode_gives_binary_codes_of_the_right_shapes(stepped):
   config, model, _, state, _, _, batch, *_ = stepped
   encoded = jax.device_get(
-      train.make_encode_step(model, train.make_mesh(), config)(
+      evaluate.make_encode_step(model, train.make_mesh(), config)(
           state, jnp.asarray(batch["image"]), jnp.asarray(batch["proposals"])
       )
   )
@@ -123,10 +124,16 @@ def test_steps_on_one_batch_lower_the_method_loss(stepped):
   assert history[-1] < history[0], history
 
 
-def test_qadwh_class_bit_weights_start_near_one():
-  model = methods.get_method("qadwh").build_model(
-      method_config("qadwh"), 20, 32, 4, SmallCNN(widths=(8, 16))
+def build_method(config, num_classes, semantic_bits, bits_per_category, backbone):
+  """config.method's network through its registered `build`."""
+  method = methods.get(config.method)
+  return method.build(
+      method.build_context(config, num_classes, semantic_bits, bits_per_category, backbone)
   )
+
+
+def test_qadwh_class_bit_weights_start_near_one():
+  model = build_method(method_config("qadwh"), 20, 32, 4, SmallCNN(widths=(8, 16)))
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)), None)["params"]
   weights = np.asarray(params["class_bit_weights"])
   assert weights.shape == (20, 32)
@@ -134,8 +141,7 @@ def test_qadwh_class_bit_weights_start_near_one():
 
 
 def _losses_for(config, batch):
-  method = methods.get_method(config.method)
-  model = method.build_model(
+  model = build_method(
       config,
       NUM_CLASSES,
       config.semantic_bits[0],
@@ -145,7 +151,8 @@ def _losses_for(config, batch):
   images = jnp.asarray(batch["image"])
   variables = model.init(jax.random.PRNGKey(0), images, None)
   outputs = model.apply(variables, images, None, train=True)
-  return outputs, method.compute_losses(outputs, batch["labels"], config.loss)
+  method = methods.get(config.method)
+  return outputs, method.losses(outputs, batch["labels"], method.settings(config))
 
 
 def test_method_options_reach_the_losses():
@@ -161,36 +168,36 @@ def test_method_options_reach_the_losses():
       ),
       rtol=1e-6,
   )
-  config.method_options.one_stage_loss = "plain"
+  config.method_options.one_stage.loss = "plain"
   outputs, terms = _losses_for(config, batch)
   np.testing.assert_allclose(
       terms["loss"],
-      method_losses.triplet_ranking_loss(
+      losses.triplet_ranking_loss(
           outputs["semantic_features"], labels, config.loss.semantic_margin
       ),
       rtol=1e-6,
   )
-  config.method_options.one_stage_loss = "ranked"
-  with pytest.raises(ValueError, match="one_stage_loss must be one of"):
+  config.method_options.one_stage.loss = "ranked"
+  with pytest.raises(ValueError, match="method_options.one_stage.loss must be one of"):
     _losses_for(config, batch)
 
   config = method_config("dsrh")
-  config.method_options.dsrh_margin = 2.5
-  config.method_options.bit_balance_weight = 0.3
+  config.method_options.dsrh.margin = 2.5
+  config.method_options.dsrh.bit_balance_weight = 0.3
   outputs, terms = _losses_for(config, batch)
   signed = outputs["semantic_features"]
   assert np.all(np.abs(signed) < 1.0)
-  expected = method_losses.dsrh_ranking_loss(
-      signed, labels, 2.5
-  ) + 0.3 * method_losses.bit_balance_penalty(signed)
+  expected = losses.dsrh_ranking_loss(signed, labels, 2.5) + 0.3 * losses.bit_balance_penalty(
+      signed
+  )
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
 
   config = method_config("qadwh")
-  config.method_options.qadwh_triplet_margin = 0.25
+  config.method_options.qadwh.triplet_margin = 0.25
   outputs, terms = _losses_for(config, batch)
   expected = losses.label_probability_loss(
       outputs["label_logits"], labels
-  ) + method_losses.qadwh_weighted_triplet_loss(
+  ) + losses.qadwh_weighted_triplet_loss(
       outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25
   )
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
@@ -200,7 +207,7 @@ def test_method_options_reach_the_losses():
 def test_main_job_trains_and_evaluates_a_seed_method(name, tmp_path, tiny_data_dir):
   config = tiny_config(tiny_data_dir, steps=4)
   config.method = name
-  results = train.train_and_evaluate(config, str(tmp_path / name))
+  results = evaluate.run(config, str(tmp_path / name))
   assert results["method"] == name
   assert 0.0 <= results["semantic"]["8"]["map"] <= 1.0
   if name == "category_baseline":  # category codes are evaluated per category (Fig. 9)

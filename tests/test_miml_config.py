@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from iah_jax import config as config_lib
+from iah_jax import evaluate
 from iah_jax import train
 from iah_jax.data import registry
 from iah_jax.models import backbones
@@ -148,7 +149,10 @@ def test_feature_step_matches_the_model_and_the_backbone_alone(miml_builder):
   state = train.TrainState(
       step=jnp.zeros((), jnp.int32), params=variables["params"], batch_stats={}, opt_state=()
   )
-  outputs = miml_benchmark.make_feature_step(model, config)(state, images, proposals)
+  # The encoder benchmarks/miml.py uses: IAH codes and pooled backbone features in one pass.
+  outputs = evaluate.make_encode_step(model, train.make_mesh(), config, backbone_features=True)(
+      state, images, proposals
+  )
 
   backbone = backbones.build_backbone(
       config.model.backbone, config.model.backbone_options.to_dict()

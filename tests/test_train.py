@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from iah_jax import config as config_lib
+from iah_jax import evaluate
 from iah_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,7 +174,7 @@ def test_unknown_config_key_is_rejected():
 def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir):
   config = tiny_config(tiny_data_dir, steps=8)
   workdir = tmp_path / "run"
-  results = train.train_and_evaluate(config, str(workdir))
+  results = evaluate.run(config, str(workdir))
   written = json.loads((workdir / "results.json").read_text())
   assert set(written) == {
       "method",

@@ -1,5 +1,6 @@
 """Shallow hashing baselines (IAH Table II) on backbone features: LSH, SH, ITQ, ITQ-CCA.
 
+- `METHODS` (lsh, sh, itq, itq_cca) and their display `TITLES` (in comparison-table order).
 - `fit(method, features[n, d], bits, labels=None, seed=0, **options) -> ShallowHasher`;
   `ShallowHasher.encode(features[m, d]) -> uint8 {0,1} [m, bits]`, `.save(path)`, `load(path)`.
 - `fit_itq(projected[n, q], iterations=50, seed=0) -> (rotation, quantisation errors)`.
@@ -9,6 +10,7 @@
 """
 
 from iah_jax.baselines.shallow import METHODS
+from iah_jax.baselines.shallow import TITLES
 from iah_jax.baselines.shallow import ShallowHasher
 from iah_jax.baselines.shallow import fit
 from iah_jax.baselines.shallow import fit_itq

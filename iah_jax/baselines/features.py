@@ -17,18 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from iah_jax.data import pipeline
+from iah_jax.models.hashing import global_average_pool
 
 # The attribute name every method's model gives its backbone (iah_jax.models.iah.IAH.backbone).
 BACKBONE_SCOPE = "backbone"
-
-
-def global_average_pool(feature_map: jax.Array) -> jax.Array:
-  """[B, h, w, C] -> [B, C], the mean over the spatial positions."""
-  if feature_map.ndim != 4:
-    raise ValueError(
-        f"a backbone must return a feature map [B, h, w, C], got shape " f"{feature_map.shape}"
-    )
-  return jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))
 
 
 def backbone_variables(model_variables: Mapping[str, Any], scope: str = BACKBONE_SCOPE) -> dict:

@@ -46,6 +46,8 @@ from iah_jax.baselines import spectral
 from iah_jax.baselines import subspaces
 
 METHODS = ("lsh", "sh", "itq", "itq_cca")
+# Display titles, in the row order of the comparison tables (IAH Table II).
+TITLES = {"itq_cca": "ITQ-CCA", "itq": "ITQ", "sh": "SH", "lsh": "LSH"}
 FORMAT = "iah_jax.ShallowHasher/1"
 _OPTIONS = {  # method -> its options and their defaults
     "lsh": {},

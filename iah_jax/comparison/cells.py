@@ -1,8 +1,11 @@
 """One comparison cell: a method trained (deep) or fitted (shallow) at one code length, evaluated.
 
 A cell's result is a JSON-ready dict written to `<workdir>/cells/<method>_q<bits>.json`; a cell
-whose file exists is finished and is never recomputed (delete the file to redo it). Deep methods
-train through `iah_jax.train` in `<workdir>/<method>/q<q>_b<b>` (checkpoints resume there, so an
+whose file exists is finished and is never recomputed (delete the file to redo it). The methods
+are the registered ones: deep methods from `iah_jax.methods` (their capabilities say how a cell
+ranks and what it reports), shallow baselines from `iah_jax.baselines`. Deep methods train and
+are evaluated through `iah_jax.evaluate` (`train_and_restore`, `encode_and_evaluate`, the same
+run as the main job) in `<workdir>/<method>/q<q>_b<b>` (checkpoints resume there, so an
 interrupted cell continues where it stopped); shallow baselines are fitted on the pooled backbone
 features of a trained deep method (or of the supplied pretrained backbone), cached in
 `<workdir>/features/<source>_q<q>.npz`.
@@ -15,10 +18,10 @@ Cell dict:
    iah: "query-adaptive weighted Hamming" with W from its semantic FC),
    ["category_aware": {"map", "per_category_map"}] (methods with category codes: every query
    carrying category j ranks the whole database by piece j, IAH Figs. 8-9),
-   ["category_aware_tables": the same with IAH section IV's p_j >= 0.2 tables (methods with
-   label probabilities)],
-   "semantic_table": whether the semantic rows belong in the tables (not for
-   category_baseline, whose "semantic" code is its c * b category bits),
+   ["category_aware_tables": the same with IAH section IV's p_j >= threshold tables (methods
+   with label probabilities)],
+   "semantic_table": whether the semantic rows belong in the tables (the method's declared
+   capability; not for category_baseline, whose "semantic" code is its c * b category bits),
    "features_from" (shallow), "best_step", "train_seconds", "eval_seconds"}
 """
 
@@ -35,6 +38,8 @@ import numpy as np
 
 from iah_jax import baselines
 from iah_jax import config as config_lib
+from iah_jax import evaluate
+from iah_jax import methods
 from iah_jax import metrics
 from iah_jax import train
 from iah_jax.baselines import features as feature_lib
@@ -42,26 +47,24 @@ from iah_jax.data import features
 
 logger = logging.getLogger("iah_jax")
 
-DEEP_METHODS = ("iah", "one_stage", "dsrh", "qadwh", "category_baseline")
-SHALLOW_METHODS = baselines.METHODS  # lsh, sh, itq, itq_cca
-ALL_METHODS = (
-    "iah",
-    "one_stage",
-    "dsrh",
-    "qadwh",
-    "category_baseline",
-    "itq_cca",
-    "itq",
-    "sh",
-    "lsh",
-)
 # Features for the shallow baselines from a supplied backbone (config.model.pretrained).
 PRETRAINED = "pretrained"
-# Deep methods whose codes are not semantic codes of the paper's tables.
-_CATEGORY_ONLY = ("category_baseline",)
-# Methods whose own ranking is query-adaptive weighted Hamming (the others: plain Hamming).
-_QUERY_ADAPTIVE = ("qadwh",)
 QUERY_ADAPTIVE = "query_adaptive_weighted_hamming"
+
+
+def deep_methods() -> tuple[str, ...]:
+  """The registered deep methods (iah_jax.methods), in table order."""
+  return methods.names()
+
+
+def shallow_methods() -> tuple[str, ...]:
+  """The shallow baselines (iah_jax.baselines), in table order."""
+  return tuple(baselines.TITLES)
+
+
+def all_methods() -> tuple[str, ...]:
+  """Every method a comparison can hold: the deep ones, then the shallow ones."""
+  return deep_methods() + shallow_methods()
 
 
 def bits_per_category(config: ml_collections.ConfigDict, bits: int) -> int:
@@ -76,10 +79,9 @@ def method_config(
     config: ml_collections.ConfigDict, method: str, bits: int, category_bits: int
 ) -> ml_collections.ConfigDict:
   """A copy of `config` for one method and one (q, b) pair, validated."""
-  config = config.copy_and_resolve_references()
+  config = evaluate.pair_config(config, bits, category_bits)
   with config.unlocked():
     config.method = method
-    config.semantic_bits, config.bits_per_category = (bits,), (category_bits,)
   return config_lib.validate_config(config)
 
 
@@ -101,14 +103,16 @@ def load_cell(workdir: str, method: str, bits: int) -> dict | None:
 
 
 def finished_cells(workdir: str) -> list[dict]:
-  """Every cell saved in `workdir`, ordered by method (ALL_METHODS order), then bits."""
+  """Every cell saved in `workdir`, ordered by method (`all_methods` order; methods no longer
+  registered last), then bits."""
   directory = os.path.join(workdir, "cells")
   found = []
   for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
     if name.endswith(".json"):
       with open(os.path.join(directory, name)) as file:
         found.append(json.load(file))
-  return sorted(found, key=lambda cell: (ALL_METHODS.index(cell["method"]), cell["bits"]))
+  order = {method: index for index, method in enumerate(all_methods())}
+  return sorted(found, key=lambda cell: (order.get(cell["method"], len(order)), cell["bits"]))
 
 
 def save_cell(workdir: str, cell: dict) -> None:
@@ -116,7 +120,7 @@ def save_cell(workdir: str, cell: dict) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   partial = path + ".partial"  # a cell file is either complete or absent
   with open(partial, "w") as file:
-    json.dump(cell, file, indent=2, default=train.json_default)
+    json.dump(cell, file, indent=2, default=evaluate.json_default)
   os.replace(partial, path)
 
 
@@ -140,25 +144,10 @@ def trained_state(config: ml_collections.ConfigDict, builder, mesh, run_dir: str
   Returns (model, state restored from the best-on-validation or final checkpoint, best step,
   training seconds of the run over all calls).
   """
-  num_classes = builder.info.features[features.LABELS].shape[0]
-  q, b = int(config.semantic_bits[0]), int(config.bits_per_category[0])
-  model = train.build_model(config, num_classes, q, b)
-  started = time.perf_counter()
-  state = train.train(
-      config,
-      model=model,
-      builder=builder,
-      run_dir=run_dir,
-      mesh=mesh,
-      rng=jax.random.PRNGKey(config.seed),
+  model, state, best_step, seconds = evaluate.train_and_restore(
+      config, builder, mesh, run_dir, jax.random.PRNGKey(config.seed)
   )
-  train_seconds = _add_train_seconds(run_dir, time.perf_counter() - started)
-  selecting = bool(config.dataset.validation_split)
-  manager = train.checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
-  best_step = (manager.best_step() if selecting else None) or manager.latest_step()
-  state = train.restore_latest(manager, state, best=selecting) or state
-  manager.close()
-  return model, state, best_step, train_seconds
+  return model, state, best_step, _add_train_seconds(run_dir, seconds)
 
 
 def run_deep_cell(
@@ -171,6 +160,7 @@ def run_deep_cell(
     ks: tuple[int, ...],
 ) -> dict:
   """Trains `method` at q = bits (b paired by `bits_per_category`) and evaluates its codes."""
+  capabilities = methods.get(method).capabilities
   category_bits = bits_per_category(config, bits)
   config = method_config(config, method, bits, category_bits)
   model, state, best_step, train_seconds = trained_state(
@@ -178,16 +168,9 @@ def run_deep_cell(
   )
 
   started = time.perf_counter()
-  encode_step = train.make_encode_step(model, mesh, config)
-  database = train.encode_split(
-      state, encode_step, builder, config.dataset.database_split, config, mesh
-  )
-  queries = train.encode_split(
-      state, encode_step, builder, config.dataset.query_split, config, mesh
-  )
   with config.unlocked():
     config.eval.ks = ks
-  evaluated = train.evaluate_run(database, queries, config)
+  evaluated, database, queries = evaluate.encode_and_evaluate(config, model, state, builder, mesh)
   cell = {
       "method": method,
       "kind": "deep",
@@ -196,14 +179,14 @@ def run_deep_cell(
       "ranking": "hamming",
       "metrics": evaluated["semantic"],
       "variants": {},
-      "semantic_table": method not in _CATEGORY_ONLY,
+      "semantic_table": capabilities.semantic_table,
       "best_step": best_step,
       "train_seconds": train_seconds,
       "num_queries": len(queries["labels"]),
       "num_database": len(database["labels"]),
   }
-  if "query_adaptive" in evaluated:
-    if method in _QUERY_ADAPTIVE:  # the method's own ranking; plain Hamming as the variant
+  if capabilities.bit_weights:
+    if capabilities.query_adaptive_ranking:  # the method's own; plain Hamming as the variant
       cell["ranking"] = QUERY_ADAPTIVE
       cell["metrics"], cell["variants"]["plain Hamming"] = (
           evaluated["query_adaptive"],
@@ -211,10 +194,10 @@ def run_deep_cell(
       )
     else:
       cell["variants"]["query-adaptive weighted Hamming"] = evaluated["query_adaptive"]
-  if "category_aware" in evaluated:
+  if capabilities.category_codes:
     category = evaluated["category_aware"]
     cell["category_aware"] = {key: category[key] for key in ("map", "per_category_map")}
-    if "probability_tables" in category:  # IAH's own section IV retrieval
+    if capabilities.label_probs:  # IAH's own section IV retrieval
       cell["category_aware_tables"] = {
           key: category["probability_tables"][key] for key in ("map", "per_category_map")
       }
@@ -260,9 +243,9 @@ def backbone_features(
     )
     state = train.load_pretrained(state, source_config)
   else:
-    if source not in DEEP_METHODS:
+    if source not in deep_methods():
       raise ValueError(
-          f"features_from must be one of {DEEP_METHODS + (PRETRAINED,)}, got " f"{source!r}"
+          f"features_from must be one of {deep_methods() + (PRETRAINED,)}, got {source!r}"
       )
     source_config = method_config(config, source, bits, category_bits)
     model, state, _, _ = trained_state(
@@ -353,12 +336,12 @@ def run_cell(
   if cell is not None:
     logger.info("%s q=%d: finished earlier (%s)", method, bits, cell_path(workdir, method, bits))
     return cell
-  if method in DEEP_METHODS:
+  if method in deep_methods():
     cell = run_deep_cell(config, method, bits, builder, mesh, workdir, ks)
-  elif method in SHALLOW_METHODS:
+  elif method in shallow_methods():
     cell = run_shallow_cell(config, method, bits, builder, mesh, workdir, ks, features_from)
   else:
-    raise ValueError(f"unknown method {method!r}; known: {ALL_METHODS}")
+    raise ValueError(f"unknown method {method!r}; known: {all_methods()}")
   if jax.process_index() == 0:
     save_cell(workdir, cell)
   logger.info(

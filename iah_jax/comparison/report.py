@@ -7,6 +7,10 @@
 - Fig. 8 / 9: per-category MAP of the category-aware codes (IAH, with its section IV
   probability tables and over the whole database, and the category baseline) at each b, a table
   and a grouped-bar PNG (`per_category_map_b<b>.png`).
+
+Row titles and which method ranks by query-adaptive weighted Hamming distance are what the
+methods declare (iah_jax.methods, iah_jax.baselines.TITLES); the p threshold of the section IV
+tables is retrieval.category_tables.DEFAULT_THRESHOLD.
 """
 
 from __future__ import annotations
@@ -16,28 +20,23 @@ import os
 
 import matplotlib
 
+from iah_jax import baselines
+from iah_jax import methods
+from iah_jax.retrieval import category_tables
+
 matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
-TITLES = {
-    "iah": "IAH",
-    "one_stage": "One-Stage (DNNH)",
-    "dsrh": "DSRH",
-    "qadwh": "QaDWH",
-    "category_baseline": "Category baseline (Fig. 9)",
-    "itq_cca": "ITQ-CCA",
-    "itq": "ITQ",
-    "sh": "SH",
-    "lsh": "LSH",
-}
-
-
-TABLES = "section IV tables, p >= 0.2"
+TABLES = f"section IV tables, p >= {category_tables.DEFAULT_THRESHOLD}"
 WHOLE_DATABASE = "whole database"
 
 
-def _title(method: str) -> str:
-  return TITLES.get(method, method)
+def display_title(method: str) -> str:
+  """The display title a method declares (deep: iah_jax.methods, shallow: iah_jax.baselines);
+  the name itself for a method no longer registered."""
+  if method in methods.names():
+    return methods.get(method).title
+  return baselines.TITLES.get(method, method)
 
 
 def _curve_ks(cells: list[dict], name: str) -> list[int]:
@@ -56,9 +55,11 @@ def _semantic_rows(cells: list[dict]) -> dict[str, dict[int, dict]]:
   for cell in cells:
     if not cell["semantic_table"]:
       continue
-    rows.setdefault(_title(cell["method"]), {})[cell["bits"]] = cell["metrics"]
+    rows.setdefault(display_title(cell["method"]), {})[cell["bits"]] = cell["metrics"]
     for variant, variant_metrics in cell.get("variants", {}).items():
-      rows.setdefault(f"{_title(cell['method'])} ({variant})", {})[cell["bits"]] = variant_metrics
+      rows.setdefault(f"{display_title(cell['method'])} ({variant})", {})[
+          cell["bits"]
+      ] = variant_metrics
   return rows
 
 
@@ -98,7 +99,7 @@ def _plot_curves(cells: list[dict], q: int, name: str, path: str) -> bool:
         [cell["metrics"][f"{name}@{k}"] for k in ks],
         marker="o",
         markersize=3,
-        label=_title(cell["method"]),
+        label=display_title(cell["method"]),
     )
     drawn = True
   if drawn:
@@ -149,12 +150,18 @@ def write_report(
   bits = sorted({cell["bits"] for cell in cells})
   rows = _semantic_rows(cells)
   sizes = next(((cell["num_queries"], cell["num_database"]) for cell in cells), (0, 0))
+  weighted = ", ".join(
+      methods.get(name).title
+      for name in methods.names()
+      if methods.get(name).capabilities.query_adaptive_ranking
+  )
   lines = [
       f"# Method comparison: {dataset}",
       "",
-      f"{sizes[0]} queries against {sizes[1]} database images; Hamming ranking (QaDWH: "
-      f"query-adaptive weighted Hamming ranking), ties {ties!r}; relevant = at least one "
-      "shared label, graded by the number of shared labels. Layout of IAH Table II.",
+      f"{sizes[0]} queries against {sizes[1]} database images; Hamming ranking"
+      + (f" ({weighted}: query-adaptive weighted Hamming ranking)" if weighted else "")
+      + f", ties {ties!r}; relevant = at least one shared label, graded by the number of "
+      "shared labels. Layout of IAH Table II.",
       "",
   ]
   lines += [f"- {note}" for note in notes]
@@ -178,13 +185,14 @@ def write_report(
 
   category_cells = [cell for cell in cells if "category_aware" in cell]
   if category_cells:
+    threshold = category_tables.DEFAULT_THRESHOLD
     lines += [
         "## Category-aware codes: per-category MAP (IAH Figs. 8-9)",
         "",
         "For category j every query carrying j ranks database items by the Hamming "
         "distance of piece j; relevant = the item carries j. IAH's own retrieval (section "
-        f"IV, '{TABLES}') searches table j only when the query's p_j >= 0.2 and holds only "
-        f"items with p_j >= 0.2 (relevant items left out count as missed); "
+        f"IV, '{TABLES}') searches table j only when the query's p_j >= {threshold} and holds "
+        f"only items with p_j >= {threshold} (relevant items left out count as missed); "
         f"'{WHOLE_DATABASE}' ranks every item. The Fig. 9 baseline has no p.",
         "",
         "| method | b | mean | " + " | ".join(class_names) + " |",
@@ -192,11 +200,11 @@ def write_report(
     ]
     by_b: dict[int, list[tuple[str, list]]] = {}
     for cell in sorted(category_cells, key=lambda cell: cell["bits_per_category"]):
-      variants = [(_title(cell["method"]), cell["category_aware"])]
+      variants = [(display_title(cell["method"]), cell["category_aware"])]
       if "category_aware_tables" in cell:  # the method's own retrieval first, then without
         variants = [
-            (f"{_title(cell['method'])} ({TABLES})", cell["category_aware_tables"]),
-            (f"{_title(cell['method'])} ({WHOLE_DATABASE})", cell["category_aware"]),
+            (f"{display_title(cell['method'])} ({TABLES})", cell["category_aware_tables"]),
+            (f"{display_title(cell['method'])} ({WHOLE_DATABASE})", cell["category_aware"]),
         ]
       for title, scores in variants:
         per_category = scores["per_category_map"]
@@ -220,7 +228,7 @@ def write_report(
   ]
   for cell in cells:
     lines.append(
-        f"| {_title(cell['method'])} | {cell['bits']} | "
+        f"| {display_title(cell['method'])} | {cell['bits']} | "
         f"{cell.get('bits_per_category') or '-'} | {cell['train_seconds']:.0f} | "
         f"{cell['eval_seconds']:.1f} | {cell.get('best_step') or '-'} | "
         f"{cell.get('features_from') or '-'} |"

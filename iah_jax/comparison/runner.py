@@ -24,15 +24,12 @@ def compare(
 ) -> list[dict]:
   """Runs (or reloads) every (method, bits) cell, returns them, and writes the report of every
   cell finished in `workdir` (see iah_jax.compare for the arguments)."""
-  unknown = [method for method in methods if method not in cell_lib.ALL_METHODS]
+  unknown = [method for method in methods if method not in cell_lib.all_methods()]
   if unknown:
-    raise ValueError(f"unknown method(s) {unknown}; known: {list(cell_lib.ALL_METHODS)}")
-  if features_from not in cell_lib.DEEP_METHODS + (cell_lib.PRETRAINED,):
-    raise ValueError(
-        f"features_from must be one of "
-        f"{list(cell_lib.DEEP_METHODS) + [cell_lib.PRETRAINED]}, got "
-        f"{features_from!r}"
-    )
+    raise ValueError(f"unknown method(s) {unknown}; known: {list(cell_lib.all_methods())}")
+  sources = list(cell_lib.deep_methods()) + [cell_lib.PRETRAINED]
+  if features_from not in sources:
+    raise ValueError(f"features_from must be one of {sources}, got {features_from!r}")
   config_lib.validate_config(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)

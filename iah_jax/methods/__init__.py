@@ -1,48 +1,27 @@
-"""Hashing methods selectable by `config.method`: each says how to build its network, what it
-minimises and how its outputs become codes. The training loop (train.py) is shared.
+"""Hashing methods selectable by `config.method`, each a self-describing `Method` in one registry
+(registry.py: the contract). The training loop (train.py) and the evaluation (evaluate.py) are
+shared; comparison/ and the config schema read the registry.
 
-A method's network is called as `model.apply(variables, images, proposals, train=...)` (methods
-that do not use proposals ignore them) and returns a dict holding at least `semantic_features`.
-`encode(outputs, config)` returns `semantic_codes` {0,1} [B, q] and, where the method has them,
-`category_codes` [B, c, b], `label_probs` [B, c] and `bit_weights` [B, q] (query-adaptive
-weighted Hamming ranking).
+    method = methods.get("dsrh")       # Method(name, title, build, losses, encode, capabilities,
+    methods.names()                    #        options); every registered name, in table order
+    methods.register(Method(...))      # a new method: one module (or one test file)
+
+Built in, in table order: iah (models/iah.py), one_stage (DNNH), dsrh, qadwh, category_baseline
+(IAH Fig. 9); METHODS.md sections 1-6.
 """
 
-from __future__ import annotations
+from iah_jax.methods.registry import BuildContext
+from iah_jax.methods.registry import Capabilities
+from iah_jax.methods.registry import Method
+from iah_jax.methods.registry import Settings
+from iah_jax.methods.registry import get
+from iah_jax.methods.registry import names
+from iah_jax.methods.registry import register
+from iah_jax.methods.registry import unregister
 
-import dataclasses
-import importlib
-from typing import Callable
-
-# name -> module implementing build_model / compute_losses / encode
-_METHODS = {
-    "iah": "iah_jax.methods.iah",
-    "one_stage": "iah_jax.methods.one_stage",
-    "dsrh": "iah_jax.methods.dsrh",
-    "qadwh": "iah_jax.methods.qadwh",
-    "category_baseline": "iah_jax.methods.category_baseline",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-  name: str
-  build_model: Callable  # (config, num_classes, semantic_bits, bits_per_category, backbone)
-  compute_losses: Callable  # (outputs, labels, loss_config) -> {"loss": scalar, ...terms}
-  encode: Callable  # (outputs, config) -> {"semantic_codes": ..., ...}
-
-
-def get_method(name: str) -> Method:
-  if name not in _METHODS:
-    raise ValueError(f"unknown method {name!r}; known: {sorted(_METHODS)}")
-  module = importlib.import_module(_METHODS[name])
-  return Method(
-      name=name,
-      build_model=module.build_model,
-      compute_losses=module.compute_losses,
-      encode=module.encode,
-  )
-
-
-def method_names() -> tuple[str, ...]:
-  return tuple(_METHODS)
+# Each module registers itself on import; this order is the order of the comparison tables.
+from iah_jax.methods import iah  # pylint: disable=wrong-import-position
+from iah_jax.methods import one_stage  # pylint: disable=wrong-import-position
+from iah_jax.methods import dsrh  # pylint: disable=wrong-import-position
+from iah_jax.methods import qadwh  # pylint: disable=wrong-import-position
+from iah_jax.methods import category_baseline  # pylint: disable=wrong-import-position

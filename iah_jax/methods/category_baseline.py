@@ -15,10 +15,11 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from iah_jax import losses
-from iah_jax.models import iah
+from iah_jax.methods import registry
+from iah_jax.models.hashing import binarize
+from iah_jax.models.hashing import global_average_pool
 
 
 class CategoryBaseline(nn.Module):
@@ -34,8 +35,8 @@ class CategoryBaseline(nn.Module):
   def __call__(
       self, images: jax.Array, proposals: jax.Array | None = None, train: bool = False
   ) -> dict:
-    del proposals  # whole-image method
-    pooled = jnp.mean(self.backbone(images, train=train).astype(jnp.float32), axis=(1, 2))
+    del proposals  # whole-image method (the shared call signature passes them)
+    pooled = global_average_pool(self.backbone(images, train=train))
     flat = jnp.tanh(
         nn.Dense(self.num_classes * self.bits_per_category, dtype=self.dtype, name="category_fc")(
             pooled
@@ -47,33 +48,39 @@ class CategoryBaseline(nn.Module):
     }
 
 
-def build_model(
-    config: ml_collections.ConfigDict,
-    num_classes: int,
-    semantic_bits: int,
-    bits_per_category: int,
-    backbone: nn.Module,
-) -> CategoryBaseline:
-  del semantic_bits
+def build(context: registry.BuildContext) -> CategoryBaseline:
   return CategoryBaseline(
-      backbone=backbone,
-      num_classes=num_classes,
-      bits_per_category=bits_per_category,
-      dtype=jnp.dtype(config.model.dtype),
+      backbone=context.backbone,
+      num_classes=context.num_classes,
+      bits_per_category=context.bits_per_category,
+      dtype=context.dtype,
   )
 
 
-def compute_losses(outputs: dict, labels: jax.Array, loss_config) -> dict:
+def compute_losses(outputs: dict, labels: jax.Array, settings: registry.Settings) -> dict:
+  weights = settings.loss
   category_loss = losses.category_triplet_loss(
-      outputs["category_features"], labels, margin=loss_config.category_margin
+      outputs["category_features"], labels, margin=weights.category_margin
   )
-  return {"loss": loss_config.category_weight * category_loss, "category_loss": category_loss}
+  return {"loss": weights.category_weight * category_loss, "category_loss": category_loss}
 
 
-def encode(outputs: dict, config: ml_collections.ConfigDict) -> dict:
-  del config
-  category_codes = iah.binarize(outputs["category_features"], "tanh")
+def encode(outputs: dict, settings: registry.Settings) -> dict:
+  """Category codes 1[f > 0] (tanh outputs; no setting changes them), flattened as semantic."""
+  category_codes = binarize(outputs["category_features"], "tanh")
   return {
       "semantic_codes": category_codes.reshape(category_codes.shape[0], -1),
       "category_codes": category_codes,
   }
+
+
+METHOD = registry.register(
+    registry.Method(
+        name="category_baseline",
+        title="Category baseline (Fig. 9)",
+        build=build,
+        losses=compute_losses,
+        encode=encode,
+        capabilities=registry.Capabilities(category_codes=True, semantic_table=False),
+    )
+)

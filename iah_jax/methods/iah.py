@@ -1,49 +1,49 @@
 """Instance-Aware Hashing: the network of models/iah.py trained with label loss (eq. 3) +
-semantic weighted triplet loss (eq. 9) + category-aware triplet loss (eq. 7)."""
+semantic weighted triplet loss (eq. 9) + category-aware triplet loss (eq. 7).
+
+Codes: semantic 1[s > t], category-aware per category (t from config.model.output_bound), the
+label probabilities p for section IV's tables, and query-adaptive bit weights w = p @ W with W
+read off the semantic FC (weighted Hamming ranking, a variant beside plain Hamming).
+"""
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import ml_collections
 
 from iah_jax import losses
+from iah_jax.methods import registry
 from iah_jax.models import iah
+from iah_jax.models.hashing import binarize
 
 
-def build_model(
-    config: ml_collections.ConfigDict,
-    num_classes: int,
-    semantic_bits: int,
-    bits_per_category: int,
-    backbone: nn.Module,
-) -> iah.IAH:
+def build(context: registry.BuildContext) -> iah.IAH:
+  model = context.model
   return iah.IAH(
-      backbone=backbone,
-      num_classes=num_classes,
-      bits_per_category=bits_per_category,
-      semantic_bits=semantic_bits,
-      reduced_maps=config.model.reduced_maps,
-      spp_levels=tuple(config.model.spp_levels),
-      output_bound=config.model.output_bound,
-      dtype=jnp.dtype(config.model.dtype),
+      backbone=context.backbone,
+      num_classes=context.num_classes,
+      bits_per_category=context.bits_per_category,
+      semantic_bits=context.semantic_bits,
+      reduced_maps=model.reduced_maps,
+      spp_levels=tuple(model.spp_levels),
+      output_bound=model.output_bound,
+      dtype=context.dtype,
   )
 
 
-def compute_losses(outputs: dict, labels: jax.Array, loss_config) -> dict:
+def compute_losses(outputs: dict, labels: jax.Array, settings: registry.Settings) -> dict:
   """The IAH objective: label loss + semantic weighted triplet + category-aware triplet."""
+  weights = settings.loss
   label_loss = losses.label_probability_loss(outputs["label_logits"], labels)
   semantic_loss = losses.weighted_triplet_loss(
-      outputs["semantic_features"], labels, margin=loss_config.semantic_margin
+      outputs["semantic_features"], labels, margin=weights.semantic_margin
   )
   category_loss = losses.category_triplet_loss(
-      outputs["category_features"], labels, margin=loss_config.category_margin
+      outputs["category_features"], labels, margin=weights.category_margin
   )
   total = (
-      loss_config.label_weight * label_loss
-      + loss_config.semantic_weight * semantic_loss
-      + loss_config.category_weight * category_loss
+      weights.label_weight * label_loss
+      + weights.semantic_weight * semantic_loss
+      + weights.category_weight * category_loss
   )
   return {
       "loss": total,
@@ -53,14 +53,28 @@ def compute_losses(outputs: dict, labels: jax.Array, loss_config) -> dict:
   }
 
 
-def encode(outputs: dict, config: ml_collections.ConfigDict) -> dict:
-  bound = config.model.output_bound
+def encode(outputs: dict, settings: registry.Settings) -> dict:
+  output_bound = settings.model.output_bound
   return {
-      "semantic_codes": iah.binarize(outputs["semantic_features"], bound),
+      "semantic_codes": binarize(outputs["semantic_features"], output_bound),
       "category_codes": iah.category_codes(
-          outputs["category_features"], outputs["proposal_label_probs"], bound
+          outputs["category_features"], outputs["proposal_label_probs"], output_bound
       ),
       "label_probs": outputs["label_probs"],
-      # Query-adaptive weighted Hamming ranking (optional, train.evaluate_run): w = p @ W.
+      # Query-adaptive weighted Hamming ranking (a variant beside plain Hamming): w = p @ W.
       "bit_weights": outputs["label_probs"] @ outputs["class_bit_weights"],
   }
+
+
+METHOD = registry.register(
+    registry.Method(
+        name="iah",
+        title="IAH",
+        build=build,
+        losses=compute_losses,
+        encode=encode,
+        capabilities=registry.Capabilities(
+            category_codes=True, label_probs=True, bit_weights=True, proposals=True
+        ),
+    )
+)

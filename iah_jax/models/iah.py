@@ -22,24 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from iah_jax import ops
-
-OUTPUT_BOUNDS = {"tanh": (jnp.tanh, 0.0), "sigmoid": (jax.nn.sigmoid, 0.5)}
-
-
-def code_threshold(output_bound: str) -> float:
-  """The value at which a bounded output turns into bit 1 (exclusive)."""
-  return _bound(output_bound)[1]
-
-
-def _bound(output_bound: str):
-  if output_bound not in OUTPUT_BOUNDS:
-    raise ValueError(f"output_bound must be one of {sorted(OUTPUT_BOUNDS)}, got {output_bound!r}")
-  return OUTPUT_BOUNDS[output_bound]
-
-
-def binarize(features: jax.Array, output_bound: str = "tanh") -> jax.Array:
-  """Hash codes {0, 1} (uint8) from bounded features: 1 where feature > threshold."""
-  return (features > code_threshold(output_bound)).astype(jnp.uint8)
+from iah_jax.models.hashing import binarize
+from iah_jax.models.hashing import bound
 
 
 def category_codes(
@@ -101,7 +85,7 @@ class IAH(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, proposals: jax.Array, train: bool = False) -> dict:
-    squash, _ = _bound(self.output_bound)
+    squash, _ = bound(self.output_bound)
     feature_map = self.backbone(images, train=train)
     feature_map = nn.relu(
         nn.Conv(self.reduced_maps, (1, 1), dtype=self.dtype, name="reduce_conv")(feature_map)
