@@ -258,7 +258,8 @@ def _read_value(override: _Override, default) -> Any:
     try:
       value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-      value = tuple(part.strip() for part in raw.split(",") if part.strip())
+      inner = raw.strip().strip("()[]")  # bare words: '(dog, cat)' or 'dog,cat'
+      value = tuple(part.strip().strip("'\"") for part in inner.split(",") if part.strip())
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
   try:
     return ast.literal_eval(raw)
@@ -310,6 +311,11 @@ _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str:
 
 def _describe(error: Exception, argv: list[str], flag_values, config_names: list[str]) -> str:
   """One clear message for an exception raised while parsing flags."""
+  text = str(error)
+  if "Traceback" in text:  # ml_collections wraps a config file's own error with its traceback
+    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    files = [str(_config_path(flag_values[name], argv)) for name in config_names]
+    return f"config file {' / '.join(files)} failed to load: {last}"
   for name in config_names:
     paths = []
     for argument in argv[1:]:
@@ -322,7 +328,8 @@ def _describe(error: Exception, argv: list[str], flag_values, config_names: list
     try:
       config = flag_values[name].parser.parse(path)
     except Exception as load_error:  # pylint: disable=broad-except
-      return f"--{name}={path}: the config file raised {type(load_error).__name__}: {load_error}"
+      last = [line.strip() for line in str(load_error).splitlines() if line.strip()] or [""]
+      return f"config file {path} failed to load: {type(load_error).__name__}: {last[-1]}"
     if not isinstance(config, ml_collections.ConfigDict):
       return f"--{name}={path}: {_config_file_problem(path)}"
     for field_path in paths:

@@ -390,8 +390,16 @@ def _model_problems(config: ml_collections.ConfigDict, check_inputs: bool) -> li
           f"(iah_jax.convert); set config.model.backbone='googlenet' (it is "
           f"{model.backbone!r})"
       )
-    if check_inputs and "://" not in model.pretrained and not os.path.isfile(model.pretrained):
-      problems.append(f"config.model.pretrained = {model.pretrained!r}: no such file")
+    if check_inputs and "://" not in model.pretrained:
+      if not os.path.isfile(model.pretrained):
+        problems.append(f"config.model.pretrained = {model.pretrained!r}: no such file")
+      else:
+        from iah_jax.models import pretrained  # pylint: disable=g-import-not-at-top
+
+        try:  # reads the whole file: a truncated or foreign one is named now, not after hours
+          pretrained.load_converted(model.pretrained)
+        except UserInputError as error:
+          problems.append(f"config.model.pretrained = {model.pretrained!r}: {error}")
   return problems
 
 

@@ -19,8 +19,9 @@ deleted.
 Configuration: ``data_path`` is the directory holding the list files; ``train_list``,
 ``query_list`` and ``database_list`` name them (relative to ``data_path`` or absolute);
 ``image_root`` (default ``data_path``) is where the image paths start. ``num_classes`` 0 infers
-the count from the first data line of the first list. ``class_names`` optionally names the
-labels (else "class_0", ...).
+the count from the first data line of the first list. ``class_names`` (a tuple) or
+``class_names_file`` (one name per line, relative to ``data_path`` or absolute) optionally names
+the labels (else "class_0", ...).
 
 Splits (fixed by the lists; ``num_queries`` / ``query_seed`` are ignored): "train" = train_list,
 "test" = query_list, and "database" = database_list when it is given (in the common protocols the
@@ -52,10 +53,17 @@ class ImageListConfig(base.MultiLabelConfig):
   image_root: str = ""
   num_classes: int = 0
   class_names: tuple[str, ...] = ()
+  class_names_file: str = ""
   database_split: str = DATABASE
 
   def __post_init__(self):
     super().__post_init__()
+    if self.class_names and self.class_names_file:
+      raise ValueError("set class_names or class_names_file, not both")
+    if self.num_classes < 0:
+      raise ValueError(
+          f"num_classes must be >= 0 (0: from the first list line), got {self.num_classes}"
+      )
     if self.class_names and self.num_classes and len(self.class_names) != self.num_classes:
       raise ValueError(
           f"class_names lists {len(self.class_names)} names but num_classes is "
@@ -84,8 +92,9 @@ class ImageListConfig(base.MultiLabelConfig):
   def split_names(self) -> tuple[str, ...]:
     return tuple(self.lists())
 
-  def check_sources(self) -> None:
-    """Raises UserInputError naming a missing data_path, list file or image root."""
+  def check_sources(self, parse_lists: bool = False) -> None:
+    """Raises UserInputError naming a missing data_path, list file, class names file or image
+    root; with ``parse_lists`` also a list line that does not parse (file and line named)."""
     if not self.data_path:
       raise UserInputError(
           "config.dataset.options.data_path is not set: the directory holding the list files"
@@ -101,11 +110,34 @@ class ImageListConfig(base.MultiLabelConfig):
             f"config.dataset.options.{option_of[split]} = {list_file!r}: image list "
             f"{self.resolve(list_file)} not found"
         )
+    if self.class_names_file and not os.path.isfile(self.resolve(self.class_names_file)):
+      raise UserInputError(
+          f"config.dataset.options.class_names_file = {self.class_names_file!r}: "
+          f"{self.resolve(self.class_names_file)} not found"
+      )
     if not os.path.isdir(self.root()):
       option = "image_root" if self.image_root else "data_path"
       raise UserInputError(
           f"config.dataset.options.{option} = {self.root()!r}: image root directory not found"
       )
+    if parse_lists:
+      num_classes = len(self.names()) if self.names() else self.num_classes
+      num_classes = num_classes or infer_num_classes(self.resolve(self.train_list))
+      for list_file in self.lists().values():
+        read_image_list(self.resolve(list_file), num_classes, self.root())
+
+  def names(self) -> tuple[str, ...]:
+    """Class names from class_names or class_names_file (one per line), else ()."""
+    if self.class_names or not self.class_names_file:
+      return tuple(self.class_names)
+    path = self.resolve(self.class_names_file)
+    try:
+      with open(path, encoding="utf-8-sig") as file:
+        return tuple(line.strip() for line in file if line.strip())
+    except OSError as error:
+      raise UserInputError(f"class names file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+      raise UserInputError(f"class names file {path}: not UTF-8 text") from None
 
   def source_fingerprint(self) -> str:
     """Hex digest of the list files' bytes and of each listed image's size and modification
@@ -114,9 +146,15 @@ class ImageListConfig(base.MultiLabelConfig):
     digest = hashlib.sha1()
     root = os.fsencode(self.root())
     seen = set()
-    for split, list_file in self.lists().items():
+    named = {**self.lists(), "class names": self.class_names_file}
+    for split, list_file in named.items():
+      if not list_file:
+        continue
       with open(self.resolve(list_file), "rb") as file:
         data = file.read()
+      if split == "class names":
+        digest.update(b"class names\0" + data)
+        continue
       digest.update(f"{split}\0{len(data)}\0".encode() + data)
       for raw in data.splitlines():
         tokens = raw.split()
@@ -204,13 +242,19 @@ class IahImageList(base.MultiLabelBuilder):
     config = self.config
     if config.num_classes:
       return config.num_classes
-    if config.class_names:
-      return len(config.class_names)
+    if config.names():
+      return len(config.names())
     return infer_num_classes(config.resolve(config.train_list))
 
   def class_names(self) -> list[str]:
-    if self.config.class_names:
-      return list(self.config.class_names)
+    names = self.config.names()
+    if names:
+      if self.config.num_classes and len(names) != self.config.num_classes:
+        raise UserInputError(
+            f"{self.config.class_names_file} lists {len(names)} class names but num_classes is "
+            f"{self.config.num_classes}"
+        )
+      return list(names)
     return [f"class_{i}" for i in range(self._num_classes())]
 
   def _read_records(self) -> list[base.ImageRecord]:

@@ -170,9 +170,9 @@ def split_names(name: str, options: dict) -> tuple[str, ...]:
 
 
 def check_sources(name: str, options: dict) -> None:
-  """Raises UserInputError when the files dataset ``name`` reads are plainly not there: no
-  data_path, and for image lists a missing list file or image root (``check_sources`` of the
-  builder config). Reads no file's contents."""
+  """Raises UserInputError when the files dataset ``name`` reads are plainly not there or
+  unreadable: no data_path; for image lists a missing list file or image root, or a list line
+  that does not parse (``check_sources`` of the builder config)."""
   if name == SYNTHETIC_SCENES:
     return
   config = _config_class(name)(name=name, **_as_fields(options))
@@ -182,7 +182,7 @@ def check_sources(name: str, options: dict) -> None:
         f"download directory (see {_DATASETS[name][0]} for the layout)"
     )
   if hasattr(config, "check_sources"):
-    config.check_sources()
+    config.check_sources(parse_lists=True)
 
 
 def _as_fields(options: dict) -> dict:
