@@ -176,6 +176,7 @@ def main(argv):
     config.dataset.options.data_path = os.path.abspath(FLAGS.data_path)
     if FLAGS.data_dir:
       config.dataset.data_dir = FLAGS.data_dir
+  config_lib.validate_config(config, check_inputs=True)  # before any work
   workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
   os.makedirs(workdir, exist_ok=True)
 
