@@ -262,9 +262,10 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
   )
 
 
-def test_main_and_compare_end_to_end_exit_2_without_traceback(tmp_path):
-  """Real processes: a flag error raised inside ml_collections' parsing (main), a config value
-  error (compare: its --methods each validated), a data file error (main)."""
+def test_main_and_compare_end_to_end_exit_2_without_traceback(tmp_path, lists):
+  """Real processes: a flag error raised inside ml_collections' parsing (main), an unknown
+  dataset option (main), a config value error (compare: its --methods each validated), a data
+  file error (main)."""
   bad_key = run_cli(
       "iah_jax.main",
       "--config=configs/default.py",
@@ -278,9 +279,24 @@ def test_main_and_compare_end_to_end_exit_2_without_traceback(tmp_path):
       "--methods=one_stage,lsh",
       "--config.method_options.one_stage.loss=hinge",
   )
+  bad_list = run_cli(
+      "iah_jax.main",
+      "--config=configs/image_list.py",
+      f"--workdir={tmp_path}",
+      f"--config.dataset.options.data_path={lists}",
+      "--config.dataset.options.train_list=latin1.txt",
+  )
+  bad_option = run_cli(  # issue 12: a dataset option the dataset does not have
+      "iah_jax.main",
+      "--config=configs/miml.py",
+      f"--workdir={tmp_path}",
+      "--config.dataset.options.image_root=/images",
+  )
   for run, fragments in (
       (bad_key, ["error: unknown config key config.optimizer.lr", "learning_rate"]),
+      (bad_option, ["config.dataset.options.image_root = '/images'", "known options: "]),
       (bad_ties, ["error: ", "one_stage", "'hinge'", "plain"]),
+      (bad_list, ["error: image list ", "latin1.txt line 2: not UTF-8"]),
   ):
     assert run.returncode == 2, run.stderr[-2000:]
     assert "Traceback" not in run.stderr, run.stderr[-2000:]
