@@ -39,6 +39,7 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
+from iah_jax import cli
 from iah_jax import config as config_lib
 from iah_jax import console
 from iah_jax import evaluate
@@ -162,11 +163,11 @@ def format_table(results: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not all(value.isdigit() and int(value) > 0 for value in FLAGS.bits):
+    raise app.UsageError(f"--bits must be positive integers, got {FLAGS.bits}")
   bits = [int(value) for value in FLAGS.bits]
-  if any(q < 1 for q in bits):
-    raise ValueError(f"--bits must be positive integers, got {FLAGS.bits}")
   if not os.path.isfile(os.path.join(FLAGS.data_path, "labels.csv")):
-    raise FileNotFoundError(
+    raise app.UsageError(
         f"--data_path {FLAGS.data_path!r} holds no labels.csv (expected the "
         "MIML layout of ../shared/data/miml)"
     )
@@ -175,6 +176,7 @@ def main(argv):
     config.dataset.options.data_path = os.path.abspath(FLAGS.data_path)
     if FLAGS.data_dir:
       config.dataset.data_dir = FLAGS.data_dir
+  config_lib.validate_config(config, check_inputs=True)  # before any work
   workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
   os.makedirs(workdir, exist_ok=True)
 
@@ -206,4 +208,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

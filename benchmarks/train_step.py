@@ -21,6 +21,8 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from iah_jax import cli
+from iah_jax import config as config_lib
 from iah_jax import methods
 from iah_jax import train
 from iah_jax.models import iah
@@ -64,7 +66,7 @@ def random_batch(batch_size, image_size, num_proposals, num_classes, seed=0):
 
 def main(argv):
   del argv
-  config = FLAGS.config
+  config = config_lib.validate_config(FLAGS.config)
   q, b = int(config.semantic_bits[0]), int(config.bits_per_category[0])
   c, n = FLAGS.num_classes, FLAGS.num_proposals
   size, batch_size = config.dataset.image_size, config.batch_size
@@ -153,4 +155,4 @@ class _Identity(iah.nn.Module):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -9,10 +9,14 @@ Data: extract mirflickr25k.zip and mirflickr25k_annotations_v080.zip side by sid
 (and <concept>_r1.txt). The first run prepares the TFDS files under `config.dataset.data_dir`
 (~/tensorflow_datasets): N = 100 selective-search proposals per image on every core (cached), then
 the records; later runs reuse them. Labels: the paper's 38 (the 24 "potential" concepts, then the
-14 "relevant" `_r1` ones; order in iah_jax/data/mirflickr.py). Images without any label (a few
-thousand of the 25,000) are skipped and counted in the preparation log (`unlabelled_policy`), as
-the hashing literature does (~20,000 labelled images remain); 2000 random queries form split
-"test", the rest (~18,000) are the training set and the retrieval database (split "train").
+14 "relevant" `_r1` ones; order in iah_jax/data/mirflickr.py). The paper's counts (Table I: 2000
+queries, 23,000 training / database images) keep the images without any label (~5,000 of the
+25,000): `unlabelled_policy="keep"` stores them in split "unlabelled" and the database is
+"train+unlabelled" (23,000), where an unlabelled image is a negative for every query. The 2000
+random queries (split "test") are drawn from the ~20,000 labelled images, the other ~18,000
+labelled ones are split "train", the training set (the training pipeline refuses images without
+a label; IAH's label loss has nothing to learn from them). `unlabelled_policy="skip"` with
+`database_split="train"` gives the common hashing-literature protocol (~18,000 database images).
 MIRFLICKR has no object boxes, so "difficult" objects do not arise.
 
 ImageNet weights (the paper fine-tunes a pretrained GoogLeNet): convert torchvision's `googlenet`
@@ -50,5 +54,7 @@ def get_config():
   config.dataset.name = "mirflickr25k"
   del config.dataset.options["difficult_as_label"]  # VOC only
   config.dataset.options.num_labels = 38  # paper: 38 labels (24 gives the common setting)
-  config.dataset.options.unlabelled_policy = "skip"
+  # The paper's 23,000 database images: the unlabelled ones kept as negatives (see above).
+  config.dataset.options.unlabelled_policy = "keep"
+  config.dataset.database_split = "train+unlabelled"
   return config

@@ -30,16 +30,22 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from iah_jax import comparison
-from iah_jax import console
-from iah_jax.comparison import cells as cell_lib
+from iah_jax import baselines
+from iah_jax import cli
+from iah_jax import config as config_lib
+from iah_jax import methods as method_registry
 
+PRETRAINED = "pretrained"  # iah_jax.comparison.cells.PRETRAINED, without importing the comparison
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Path to an ml_collections config file.", lock_config=True
 )
 flags.DEFINE_string("workdir", None, "Directory for runs, cells, comparison.md and plots.")
-flags.DEFINE_list("methods", list(cell_lib.all_methods()), "Methods to compare.")
+flags.DEFINE_list(
+    "methods",
+    list(method_registry.names()) + list(baselines.TITLES),
+    "Methods to compare.",
+)
 flags.DEFINE_list("bits", None, "Code lengths q (default: the config's semantic_bits).")
 flags.DEFINE_string(
     "features_from",
@@ -60,19 +66,45 @@ def parse_positive_ints(values, name: str) -> tuple[int, ...]:
     parsed = tuple(int(value) for value in values)
   except ValueError as err:
     raise app.UsageError(
-        f"--{name} must be a comma-separated list of integers, got " f"{values}"
+        f"--{name} must be a comma-separated list of integers, got {values}"
     ) from err
   if not parsed or min(parsed) < 1:
     raise app.UsageError(f"--{name} must list positive integers, got {values}")
   return parsed
 
 
+def check_choices(config, methods: list[str], features_from: str) -> None:
+  """--methods and --features_from name known things, and the config is valid for every deep
+  method compared (each cell trains with config.method set to it): checked before any work."""
+  deep = list(method_registry.names())
+  known = deep + list(baselines.TITLES)
+  unknown = [method for method in methods if method not in known]
+  if unknown:
+    raise app.UsageError(f"--methods: unknown method(s) {unknown}; known: {', '.join(known)}")
+  if features_from not in deep + [PRETRAINED]:
+    raise app.UsageError(
+        f"--features_from={features_from}: must be one of {', '.join(deep + [PRETRAINED])}"
+    )
+  config_lib.validate_config(config, check_inputs=True)
+  for method in methods:
+    if method in deep and method != config.method:
+      variant = config.copy_and_resolve_references()
+      with variant.unlocked():
+        variant.method = method
+      config_lib.validate_config(variant)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = FLAGS.config
+  check_choices(config, list(FLAGS.methods), FLAGS.features_from)
   bits = parse_positive_ints(FLAGS.bits or config.semantic_bits, "bits")
   curve_ks = parse_positive_ints(FLAGS.curve_ks, "curve_ks")
+  # The comparison (training, TensorFlow) loads once the inputs are known to be valid.
+  from iah_jax import comparison
+  from iah_jax import console
+
   with console.progress_logging():
     comparison.compare(
         config, FLAGS.workdir, list(FLAGS.methods), bits, FLAGS.features_from, curve_ks
@@ -81,4 +113,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

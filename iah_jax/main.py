@@ -3,16 +3,16 @@
   python -m iah_jax.main --config configs/default.py --workdir runs/default
   python -m iah_jax.main --config configs/default.py --workdir runs/x --config.num_train_steps=100
 
-Resumes automatically from the checkpoints in --workdir.
+Resumes automatically from the checkpoints in --workdir. The config is validated before anything
+else is loaded; a mistake in it or in the flags ends in one message (iah_jax.cli), exit code 2.
 """
 
 from absl import app
-import jax
 from absl import flags
 from ml_collections import config_flags
 
-from iah_jax import console
-from iah_jax import evaluate
+from iah_jax import cli
+from iah_jax import config as config_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool(
@@ -33,11 +33,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = config_lib.validate_config(FLAGS.config, check_inputs=True)
+  import jax  # the training stack (JAX, TensorFlow) loads once the config is known to be valid
+
+  from iah_jax import console
+  from iah_jax import evaluate
+
   if FLAGS.distributed:
     jax.distributed.initialize()  # coordinator and process ids from SLURM / TPU metadata
   with console.progress_logging():
-    evaluate.run(FLAGS.config, FLAGS.workdir)
+    evaluate.run(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -439,6 +439,6 @@ def load_dataset(config: ml_collections.ConfigDict):
   from iah_jax.data import registry
 
   options = config.dataset.options.to_dict()
-  if config.dataset.name == registry.SYNTHETIC_SCENES and not options:
-    options["config"] = config.dataset.config  # the embedded dataset's named configs
+  if config.dataset.name == registry.SYNTHETIC_SCENES:
+    options["config"] = config.dataset.config  # a named config; the options replace its fields
   return registry.get_builder(config.dataset.name, resolve_path(config.dataset.data_dir), **options)

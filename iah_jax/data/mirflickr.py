@@ -19,11 +19,23 @@ Labels (order fixed, the same in every run):
   dog_r1, female_r1, flower_r1, male_r1, night_r1, people_r1, portrait_r1, river_r1, sea_r1,
   tree_r1. The first 24 columns are identical in both settings.
 
-Unlabelled images (no concept at all; a few thousand of the 25,000 under 24 labels): default
-``unlabelled_policy="skip"`` leaves them out and counts them, as the hashing literature does
-(e.g. DPSH / HashNet lists keep 20,015 labelled images); "error" refuses to build.
+Unlabelled images (no concept at all; about 5,000 of the 25,000 under 24 or 38 labels),
+``unlabelled_policy``:
 
-Protocol: 2000 random queries from the labelled images (split "test"), the rest split "train".
+- "skip" (the builder's default): left out and counted, as the hashing literature does (e.g.
+  DPSH / HashNet lists keep 20,015 labelled images): 2000 queries, ~18,000 in split "train".
+- "keep" (configs/mirflickr.py, the IAH paper's counts: 2000 queries and 23,000 training /
+  database images, Table I): they are kept as negatives, in split "unlabelled"; with
+  ``database_split="train+unlabelled"`` the database holds all 23,000 and an unlabelled image is
+  relevant to no query. Queries are drawn from the labelled images only, so every query has a
+  label; one that shares no label with any database image is handled by the metrics'
+  ``no_relevant`` policy (default "skip": left out of the averages). Training reads split
+  "train" (the labelled ones): the training pipeline refuses images without a label, and IAH's
+  label loss (eq. 3) has nothing to learn from them.
+- "error": refuses to build.
+
+Protocol: 2000 random queries from the labelled images (split "test"), the other labelled images
+split "train".
 No object boxes (``object_boxes`` is empty).
 """
 

@@ -3,7 +3,10 @@
 A dataset module only says how to list its images (:meth:`MultiLabelBuilder._read_records`) and,
 when the source fixes the split, how to split them. This base does the rest, identically for all:
 
-1. counts (or rejects, ``unlabelled_policy="error"``) images without a positive label;
+1. counts and leaves out (``unlabelled_policy="skip"``), rejects (``"error"``) or keeps
+   (``"keep"``) images without a positive label; kept ones are never queries: under the random
+   protocol they go to split "unlabelled" (``unlabelled_split``), so a database of
+   "train+unlabelled" holds them as negatives of every query while training reads "train";
 2. computes the region proposals of every image once, in parallel, into a resumable cache
    (:func:`iah_jax.data.prepare.prepare_proposals`); missing and corrupt image files are counted
    (or rejected, ``bad_image_policy="error"``);
@@ -13,7 +16,8 @@ when the source fixes the split, how to split them. This base does the rest, ide
    source order, so ``index`` is stable;
 4. prints the skip counts per reason and stores them in ``builder.info.metadata["skip_counts"]``;
 5. writes examples in the shared schema (:mod:`iah_jax.data.features`), images downscaled to
-   ``image_max_side``, in split order (``disable_shuffling``: example key = ``index``).
+   ``image_max_side``, in split order (``disable_shuffling``: example key = ``index``; the
+   "unlabelled" split numbers on after "train").
 
 Split names are the same for every dataset: "train" = database / training images, "test" =
 queries (``image_list`` adds "database" when a separate database list is given).
@@ -35,7 +39,9 @@ from iah_jax.data import prepare
 
 TRAIN = "train"
 TEST = "test"
+UNLABELLED = "unlabelled"
 POLICIES = ("skip", "error")
+UNLABELLED_POLICIES = ("skip", "error", "keep")
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -51,13 +57,15 @@ class MultiLabelConfig(tfds.core.BuilderConfig):
     image_max_side: stored images are downscaled so the longer side is at most this (0: keep).
     num_queries: size of split "test" under the random-query protocol (paper: 2000).
     query_seed: seed of the query draw; same seed + same usable images -> same splits.
-    unlabelled_policy: "skip" (count and leave out) or "error" for images with no label.
+    unlabelled_policy: for images with no label: "skip" (count and leave out), "error", or
+      "keep" (split ``unlabelled_split``: negatives for every query; see the module docstring).
     bad_image_policy: "skip" (count and leave out) or "error" for missing / corrupt image files.
     proposal_cache_dir: proposal cache root; "" = <data_dir>/iah_proposal_cache/<builder name>.
     num_workers: processes for proposal preparation; -1 = every available core.
     progress: show a progress bar while preparing.
     train_split: name of the database / training split.
     test_split: name of the query split.
+    unlabelled_split: name of the split of kept unlabelled images (``unlabelled_policy="keep"``).
   """
 
   data_path: str = ""
@@ -75,11 +83,15 @@ class MultiLabelConfig(tfds.core.BuilderConfig):
   progress: bool = True
   train_split: str = TRAIN
   test_split: str = TEST
+  unlabelled_split: str = UNLABELLED
 
   def __post_init__(self):
-    for field in ("unlabelled_policy", "bad_image_policy"):
-      if getattr(self, field) not in POLICIES:
-        raise ValueError(f"{field} must be one of {POLICIES}, got {getattr(self, field)!r}")
+    if self.unlabelled_policy not in UNLABELLED_POLICIES:
+      raise ValueError(
+          f"unlabelled_policy must be one of {UNLABELLED_POLICIES}, got {self.unlabelled_policy!r}"
+      )
+    if self.bad_image_policy not in POLICIES:
+      raise ValueError(f"bad_image_policy must be one of {POLICIES}, got {self.bad_image_policy!r}")
     if self.proposal_method not in prepare.PROPOSAL_METHODS:
       raise ValueError(
           f"proposal_method must be one of {prepare.PROPOSAL_METHODS}, got "
@@ -87,8 +99,13 @@ class MultiLabelConfig(tfds.core.BuilderConfig):
       )
     if self.image_max_side < 0:
       raise ValueError(f"image_max_side must be >= 0 (0 keeps the size), got {self.image_max_side}")
-    if self.train_split == self.test_split:
-      raise ValueError(f"train_split and test_split must differ, both are {self.train_split!r}")
+    if len(set(self.split_names())) != len(self.split_names()):
+      raise ValueError(f"split names must differ, got {self.split_names()}")
+
+  def split_names(self) -> tuple[str, ...]:
+    """The splits of the prepared dataset."""
+    names = (self.train_split, self.test_split)
+    return names + ((self.unlabelled_split,) if self.unlabelled_policy == "keep" else ())
 
   def proposal_settings(self) -> prepare.ProposalSettings:
     return prepare.ProposalSettings(
@@ -177,14 +194,17 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     return len(self.class_names())
 
   def _assign_splits(self, records: list[ImageRecord]) -> dict[str, list[ImageRecord]]:
-    """Default: the random-query protocol. Sources with fixed splits override this."""
-    return random_query_split(
-        records,
-        self.config.num_queries,
-        self.config.query_seed,
-        self.config.train_split,
-        self.config.test_split,
+    """Default: the random-query protocol over the labelled records; kept unlabelled records
+    (``unlabelled_policy="keep"``) form split ``unlabelled_split``. Sources with fixed splits
+    override this (kept unlabelled records then stay in their source split)."""
+    config = self.config
+    labelled = [r for r in records if r.labels.any()]
+    splits = random_query_split(
+        labelled, config.num_queries, config.query_seed, config.train_split, config.test_split
     )
+    if config.unlabelled_policy == "keep":
+      splits[config.unlabelled_split] = [r for r in records if not r.labels.any()]
+    return splits
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -212,7 +232,7 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     records = self._read_records()
     num_classes = self._num_classes()
     skips = prepare.SkipCounts()
-    labelled = []
+    labelled = []  # with unlabelled_policy="keep", the unlabelled records too
     counted_unlabelled = set()  # an image listed twice (image lists) is counted once
     for record in records:
       if record.labels.shape != (num_classes,):
@@ -220,7 +240,7 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             f"{self.name}: image {record.image_id!r} has labels of shape "
             f"{record.labels.shape}, expected ({num_classes},)"
         )
-      if record.labels.any():
+      if record.labels.any() or config.unlabelled_policy == "keep":
         labelled.append(record)
       elif config.unlabelled_policy == "error":
         raise ValueError(
@@ -253,19 +273,30 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
     self.info.metadata["class_names"] = list(self.class_names())
     self.info.metadata["split_sizes"] = {name: len(rs) for name, rs in splits.items()}
     self.info.metadata["proposal_settings"] = dataclasses.asdict(config.proposal_settings())
+    kept_unlabelled = len({r.image_id for r in usable if not r.labels.any()})
+    self.info.metadata["kept_unlabelled"] = kept_unlabelled
     sizes = ", ".join(f"{name}={len(rs)}" for name, rs in splits.items())
+    kept = f", {kept_unlabelled} of them unlabelled" if config.unlabelled_policy == "keep" else ""
     print(
-        f"{self.name}/{config.name}: {len(records)} images listed, {len(usable)} kept ({sizes}); "
-        f"{skips.format()}",
+        f"{self.name}/{config.name}: {len(records)} images listed, {len(usable)} kept{kept} "
+        f"({sizes}); {skips.format()}",
         flush=True,
     )
-    return {name: self._generate_examples(split_records) for name, split_records in splits.items()}
+    # Kept unlabelled images number on after split "train", so "train+unlabelled" (the database
+    # that holds them) is ordered by index as stored.
+    first_index = {config.unlabelled_split: len(splits.get(config.train_split, ()))}
+    return {
+        name: self._generate_examples(split_records, first_index.get(name, 0))
+        for name, split_records in splits.items()
+    }
 
-  def _generate_examples(self, records: list[ImageRecord]) -> Iterator[tuple[int, dict]]:
+  def _generate_examples(
+      self, records: list[ImageRecord], first_index: int = 0
+  ) -> Iterator[tuple[int, dict]]:
     config = self.config
     settings = config.proposal_settings()
     cache_dir = self._proposal_cache_dir()
-    for index, record in enumerate(records):
+    for index, record in enumerate(records, start=first_index):
       image = images.resize_to_max_side(images.read_image(record.path), config.image_max_side)
       proposal_boxes = prepare.load_proposals(cache_dir, settings, record.image_id, record.path)
       object_boxes = features.check_boxes(record.object_boxes, f"{record.image_id} object boxes")
@@ -275,11 +306,12 @@ class MultiLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             f"{record.image_id}: {len(object_boxes)} object boxes but "
             f"{len(object_labels)} object labels"
         )
+      labels = np.asarray(record.labels, np.uint8)
+      if labels.any() or config.unlabelled_policy != "keep":  # kept ones are all zero
+        labels = features.check_labels(labels, f"{record.image_id} labels").astype(np.uint8)
       yield index, {
           features.IMAGE: image,
-          features.LABELS: features.check_labels(record.labels, f"{record.image_id} labels").astype(
-              np.uint8
-          ),
+          features.LABELS: labels,
           features.PROPOSALS: proposal_boxes,
           features.OBJECT_BOXES: object_boxes,
           features.OBJECT_LABELS: object_labels,

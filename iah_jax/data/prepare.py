@@ -7,10 +7,12 @@ train step never computes proposals. The cache is one small ``.npy`` per image::
     <cache_dir>/<settings key>/<image id>-<hash>.npy  float32 [N, 4], written atomically
 
 The settings key names the method and every parameter, so changing a parameter starts a fresh
-directory instead of mixing proposals. A second run finds the existing files and computes nothing;
-an interrupted run resumes where it stopped (a file is renamed into place only when complete).
-Failures are not cached: a missing or corrupt file is re-checked on every run, so fixing the file
-and re-running picks it up.
+directory instead of mixing proposals; the hash covers the image's resolved path, size and
+modification time, so a replaced image gets new proposals. A second run finds the existing files
+and computes nothing; an interrupted run resumes where it stopped (a file is renamed into place
+only when complete). A cached file of the wrong size (truncated, e.g. by a full disk) is computed
+again and counted in the report. Failures are not cached: a missing or corrupt image is re-checked
+on every run, so fixing the file and re-running picks it up.
 
 Skip policy (documented, counted, printed at the end of preparation). Every item that does not
 reach the dataset is counted under exactly one reason:
@@ -39,6 +41,7 @@ import collections
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -48,6 +51,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from iah_jax.errors import UserInputError
 
 PROPOSAL_METHODS = ("selective_search", "generic", "whole_image")
 
@@ -213,10 +218,25 @@ class PreparationReport:
 
 
 def _safe_stem(image_id: str, image_path: str) -> str:
-  """File stem for an image: readable id plus a hash of the resolved path (ids may collide)."""
+  """File stem for an image: readable id plus a hash of the resolved path (ids may collide) and
+  of the file's size and modification time (a replaced image is a new image)."""
   readable = re.sub(r"[^A-Za-z0-9._-]+", "_", str(image_id))[-80:].lstrip(".") or "image"
-  digest = hashlib.sha1(os.path.abspath(os.fspath(image_path)).encode("utf-8")).hexdigest()[:12]
+  path = os.path.abspath(os.fspath(image_path))
+  try:
+    status = os.stat(path)
+    stamp = f"{status.st_size}:{status.st_mtime_ns}"
+  except OSError:  # missing: preparation counts it; the name only has to be stable
+    stamp = "missing"
+  digest = hashlib.sha1(f"{path}\0{stamp}".encode("utf-8", "surrogateescape")).hexdigest()[:12]
   return f"{readable}-{digest}"
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_file_size(num_proposals: int) -> int:
+  """Bytes of a complete cache file of ``num_proposals`` rows (np.save's header included)."""
+  buffer = io.BytesIO()
+  np.save(buffer, np.zeros((num_proposals, 4), np.float32))
+  return buffer.tell()
 
 
 def settings_dir(cache_dir: str | os.PathLike, settings: ProposalSettings) -> Path:
@@ -244,11 +264,18 @@ def load_proposals(
   path = proposal_file(cache_dir, settings, image_id, image_path)
   if not path.is_file():
     raise FileNotFoundError(
-        f"no cached proposals for image {image_id!r} at {path}; run " "prepare_proposals first"
+        f"no cached proposals for image {image_id!r} at {path}; run prepare_proposals first "
+        "(or the image changed since)"
     )
-  boxes = np.load(path)
+  try:
+    boxes = np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as error:
+    raise UserInputError(
+        f"cached proposals {path} (image {image_id!r}) cannot be read ({error}); delete the "
+        "file and run again to recompute it"
+    ) from None
   if boxes.shape != (settings.num_proposals, 4) or boxes.dtype != np.float32:
-    raise ValueError(
+    raise UserInputError(
         f"cached proposals {path} have {boxes.dtype} {boxes.shape}, expected float32 "
         f"({settings.num_proposals}, 4); delete the file to recompute it"
     )
@@ -260,11 +287,14 @@ def _check_or_write_settings(directory: Path, settings: ProposalSettings) -> Non
   path = directory / _SETTINGS_FILE
   wanted = dataclasses.asdict(settings)
   if path.is_file():
-    found = json.loads(path.read_text())
+    try:
+      found = json.loads(path.read_text())
+    except ValueError:
+      found = None  # truncated or edited: not these settings
     if found != wanted:
-      raise ValueError(
-          f"proposal cache {directory} was made with settings {found}, not {wanted}; "
-          "use another cache directory or delete this one"
+      raise UserInputError(
+          f"proposal cache {directory} was made with settings {found}, not {wanted} (see "
+          f"{path}); use another cache directory or delete this one"
       )
   else:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -356,13 +386,23 @@ def prepare_proposals(
 
   ready = np.zeros(len(items), dtype=bool)
   jobs = []
+  truncated = []
+  complete_size = _cache_file_size(settings.num_proposals)
   for position, (image_id, path) in enumerate(items):
     target = proposal_file(cache_dir, settings, image_id, path)
-    if target.is_file():
+    if target.is_file() and target.stat().st_size == complete_size:
       ready[position] = True
     else:
+      if target.is_file():
+        truncated.append(os.fspath(target))
       jobs.append((position, path, os.fspath(target)))
   num_cached = int(ready.sum())
+  if truncated and verbose:
+    print(
+        f"proposals: recomputing {len(truncated)} cached file(s) of the wrong size (truncated?), "
+        f"e.g. {truncated[0]}",
+        flush=True,
+    )
 
   if num_workers is None:
     num_workers = default_num_workers()

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
+NAMES = ("small_cnn", "googlenet")
+
 
 def build_backbone(
     name: str, options: Mapping[str, Any] | None = None, dtype: jnp.dtype = jnp.float32
@@ -25,4 +27,4 @@ def build_backbone(
     from iah_jax.models.googlenet import GoogLeNetBackbone
 
     return GoogLeNetBackbone(dtype=dtype, **options)
-  raise ValueError(f"unknown backbone {name!r}; known: 'small_cnn', 'googlenet'")
+  raise ValueError(f"unknown backbone {name!r}; known: {', '.join(NAMES)}")

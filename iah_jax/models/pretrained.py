@@ -11,13 +11,18 @@ Everything outside ``prefix`` (the IAH head) is returned untouched, i.e. as fres
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Iterable, Mapping
+import zipfile
+import zlib
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from iah_jax.errors import UserInputError
 
 # The converted-weights file: a flat .npz of Flax variables plus this format marker.
 FORMAT_KEY = "__format__"
@@ -57,14 +62,36 @@ def save_converted(variables: Mapping, path: str) -> None:
 
 
 def load_converted(path: str) -> dict:
-  """Read a file written by ``save_converted`` -> nested {'params': ..., 'batch_stats': ...}."""
-  with np.load(path, allow_pickle=False) as archive:
-    if FORMAT_KEY not in archive.files:
-      raise ValueError(f"{path} has no {FORMAT_KEY!r} marker; not written by save_converted")
-    marker = str(archive[FORMAT_KEY])
-    if marker != FORMAT_VERSION:
-      raise ValueError(f"{path} has format {marker!r}, this code reads {FORMAT_VERSION!r}")
-    flat = {name: archive[name] for name in archive.files if name != FORMAT_KEY}
+  """Read a file written by ``save_converted`` -> nested {'params': ..., 'batch_stats': ...}.
+
+  Raises:
+    UserInputError naming the file when it is missing, not a .npz (e.g. a torch .pth passed
+    unconverted), truncated or corrupt, or of another format.
+  """
+  if not os.path.isfile(path):
+    raise UserInputError(f"pretrained weights {path} not found (config.model.pretrained)")
+  convert = "write it with python -m iah_jax.convert.torchvision_googlenet --pth ... --out ..."
+  try:
+    with np.load(path, allow_pickle=False) as archive:
+      if FORMAT_KEY not in archive.files:
+        raise UserInputError(
+            f"pretrained weights {path} have no {FORMAT_KEY!r} marker: not written by "
+            f"save_converted; {convert}"
+        )
+      marker = str(archive[FORMAT_KEY])
+      if marker != FORMAT_VERSION:
+        raise UserInputError(
+            f"pretrained weights {path} have format {marker!r}, this code reads "
+            f"{FORMAT_VERSION!r}; {convert}"
+        )
+      flat = {name: archive[name] for name in archive.files if name != FORMAT_KEY}
+  except UserInputError:
+    raise
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    raise UserInputError(
+        f"pretrained weights {path} cannot be read as a .npz (truncated or corrupt? "
+        f"{type(error).__name__}: {error}); {convert}"
+    ) from None
   return unflatten_variables(flat)
 
 
@@ -129,7 +156,10 @@ def load(
   for collection in BACKBONE_COLLECTIONS:
     source_tree = _subtree(converted, (collection, CONVERTED_FEATURES))
     if source_tree is None:
-      raise ValueError(f"{path} has no {collection}/{CONVERTED_FEATURES} subtree")
+      raise UserInputError(
+          f"pretrained weights {path} have no {collection}/{CONVERTED_FEATURES} subtree: not a "
+          "converted GoogLeNet"
+      )
     target_tree = _subtree(merged, (collection,) + prefix_path)
     if target_tree is None:
       raise ValueError(
@@ -163,7 +193,7 @@ def load(
       parts.append(_name_list("unexpected (in the file, not in the model)", sorted(unexpected)))
     if mismatched:
       parts.append(_name_list("shape mismatches", sorted(mismatched)))
-    raise ValueError("\n".join(parts))
+    raise UserInputError("\n".join(parts))
 
   for collection, flat in replacements.items():
     _set_subtree(merged, (collection,) + prefix_path, unflatten_variables(flat))
