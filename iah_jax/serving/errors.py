@@ -1,0 +1,6 @@
+"""The one error type of the serving commands: a user-facing message, printed without traceback."""
+
+
+class ServingError(ValueError):
+  """A problem with the user's input (run directory, images, index, query); the message names
+  the thing and says what to do. The command lines print it and exit with a non-zero code."""
