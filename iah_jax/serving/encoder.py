@@ -22,51 +22,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from iah_jax import run_manifest
 from iah_jax import train
 from iah_jax.serving import preprocess
+from iah_jax.serving import run_dirs
 from iah_jax.serving.errors import ServingError
-
-CHECKPOINTS = "checkpoints"
-
-
-def _other_runs_hint(run_dir: str) -> str:
-  try:
-    runs = sorted(
-        name
-        for name in os.listdir(run_dir)
-        if os.path.isfile(run_manifest.manifest_path(os.path.join(run_dir, name)))
-    )
-  except OSError:
-    return ""
-  if not runs:
-    return ""
-  return (
-      f" It holds the run(s) {', '.join(runs)}: pass one of them, e.g. "
-      f"{os.path.join(run_dir, runs[0])}"
-  )
-
-
-def check_run_dir(run_dir: str) -> dict:
-  """The manifest of a run directory that has a manifest and a checkpoint; ServingError else.
-
-  Cheap (reads JSON and lists a directory), so command lines call it before importing JAX."""
-  run_dir = os.fspath(run_dir)
-  if not os.path.isdir(run_dir):
-    raise ServingError(f"run directory {run_dir} does not exist")
-  try:
-    manifest = run_manifest.read(run_dir)
-  except run_manifest.ManifestError as err:
-    raise ServingError(f"{err}.{_other_runs_hint(run_dir)}") from None
-  checkpoints = os.path.join(run_dir, CHECKPOINTS)
-  steps = (
-      [name for name in os.listdir(checkpoints) if name.isdigit()]
-      if os.path.isdir(checkpoints)
-      else []
-  )
-  if not steps:
-    raise ServingError(
-        f"run directory {run_dir} has no checkpoint ({checkpoints} holds no saved step); "
-        "train it first with `python -m iah_jax.main`"
-    )
-  return manifest
 
 
 class Encoder:
@@ -74,15 +31,18 @@ class Encoder:
 
   Attributes:
     run_dir, manifest, config: the run and its config (single (q, b) pair).
+    step: the training step of the restored checkpoint.
     method, semantic_bits, bits_per_category, num_classes, class_names, num_proposals,
     image_size: read from the manifest.
     outputs: names `encode` returns besides "proposals" (e.g. "semantic_codes",
       "category_codes", "label_probs", "bit_weights", "proposal_label_probs").
-    batch_size: images per jit call (the run's eval.batch_size, a multiple of the devices).
+    batch_size: images per jit call, rounded up to a multiple of the devices; default the run's
+      eval.batch_size, which makes the codes bit-identical to the evaluation's (another size
+      compiles the step for another shape, whose floats may differ in the last bits).
     preparation: the `preprocess.PhotoPreparation` of the run.
   """
 
-  def __init__(self, run_dir: str, manifest: dict, model, state, mesh):
+  def __init__(self, run_dir: str, manifest: dict, model, state, mesh, batch_size=None):
     self.run_dir = os.path.abspath(run_dir)
     self.manifest = manifest
     self.config = run_manifest.config_of(manifest)
@@ -96,14 +56,25 @@ class Encoder:
     self.image_size = int(dataset["image_size"])
     self.preparation = preprocess.PhotoPreparation(dataset)
     self._model, self._state, self._mesh = model, state, mesh
-    batch_size = int(self.config.eval.batch_size)
+    self.step = int(jax.device_get(state.step))  # the checkpoint restored
+    batch_size = int(batch_size or self.config.eval.batch_size)
     self.batch_size = batch_size + (-batch_size) % mesh.size
     self._encode_step = train.make_encode_step(model, mesh, self.config)
     images, proposals = self._padded(np.zeros((1, self.image_size, self.image_size, 3)), None)
     code_shapes = jax.eval_shape(self._encode_step, state, images, proposals)
-    model_shapes = jax.eval_shape(self._apply, state.params, state.batch_stats, images, proposals)
+    has_proposal_probs = jax.eval_shape(
+        lambda *args: {
+            name: value
+            for name, value in self._apply(*args).items()
+            if name == "proposal_label_probs"  # outputs also hold non-arrays (loss options)
+        },
+        state.params,
+        state.batch_stats,
+        images,
+        proposals,
+    )
     self._proposal_probs_step = None
-    if "proposal_label_probs" in model_shapes:
+    if has_proposal_probs:
       replicated = NamedSharding(mesh, PartitionSpec())
       data = NamedSharding(mesh, PartitionSpec("data"))
       self._proposal_probs_step = jax.jit(
@@ -131,11 +102,7 @@ class Encoder:
 
   def model_inputs(self, images: Sequence[np.ndarray]) -> np.ndarray:
     """float32 [n, S, S, 3]: the photos as the run's evaluation pipeline would feed them."""
-    stored = [self.preparation.stored(image) for image in images]
-    batches = list(self.preparation.model_batches(stored, self.batch_size))
-    if not batches:
-      return np.zeros((0, self.image_size, self.image_size, 3), np.float32)
-    return np.concatenate(batches)
+    return self.preparation.model_inputs(self.preparation.stored(image) for image in images)
 
   def _padded(self, images: np.ndarray, proposals: np.ndarray | None):
     """Host rows -> one full batch of global arrays (rows repeated past the end, as eval)."""
@@ -213,13 +180,18 @@ class Encoder:
     return outputs
 
 
-def load_model(run_dir: str, devices=None) -> Encoder:
+def load_model(run_dir: str, devices=None, batch_size: int | None = None) -> Encoder:
   """Restores the run in `run_dir` (WORKDIR/q<q>_b<b>) from its latest checkpoint (or, for runs
   with a validation split, the best one, as the main job evaluates it) and its manifest.
 
+  Args:
+    run_dir: the run directory.
+    devices: the devices of the mesh (default: all JAX sees).
+    batch_size: images per jit call (default: the run's eval.batch_size; see `Encoder`).
+
   Raises ServingError when the directory, its manifest or its checkpoint is missing.
   """
-  manifest = check_run_dir(run_dir)
+  manifest = run_dirs.check_run_dir(run_dir)
   config = run_manifest.config_of(manifest)
   dataset = manifest["dataset"]
   mesh = train.make_mesh(devices)
@@ -231,19 +203,19 @@ def load_model(run_dir: str, devices=None) -> Encoder:
   )
   # The optimiser only shapes the state (momentum buffers) orbax restores into.
   tx = train.make_optimizer(config, train.learning_rate_schedule(config, steps_per_epoch=1))
-  template = train.create_train_state(
-      model,
-      tx,
+  # Restore into the abstract state (shapes, dtypes, replicated shardings): tracing
+  # create_train_state under eval_shape skips compiling and running the initialiser.
+  template = jax.eval_shape(
+      lambda rng: train.create_train_state(
+          model, tx, rng, mesh, int(dataset["image_size"]), int(dataset["num_proposals"])
+      ),
       jax.random.PRNGKey(0),
-      mesh,
-      int(dataset["image_size"]),
-      int(dataset["num_proposals"]),
   )
-  manager = train.checkpoint_manager(os.path.join(run_dir, CHECKPOINTS), config)
+  manager = train.checkpoint_manager(os.path.join(run_dir, run_dirs.CHECKPOINTS), config)
   try:
     state = train.restore_latest(manager, template, best=bool(config.dataset.validation_split))
   finally:
     manager.close()
   if state is None:
     raise ServingError(f"run directory {run_dir} has no checkpoint to restore")
-  return Encoder(run_dir, manifest, model, state, mesh)
+  return Encoder(run_dir, manifest, model, state, mesh, batch_size)

@@ -13,7 +13,9 @@ tf.data map:
    `images.resize_to_max_side`) and, for datasets stored as JPEG, encoded with the TFDS image
    feature the builders use and decoded by TensorFlow (so JPEG's loss is the same); PNG is
    lossless, so the pixels themselves stand for the stored file;
-4. `pipeline.resize_for_model` in a tf.data map, batched.
+4. `pipeline.resize_for_model`: a tf.data map for streams (indexing), the same function
+   called eagerly for a few photos (queries); both give the evaluation pipeline's values to
+   the bit.
 """
 
 from __future__ import annotations
@@ -89,9 +91,8 @@ class PhotoPreparation:
       self._image_feature = features.example_features(1, 1, encoding_format="jpeg")[features.IMAGE]
     return self._image_feature.encode_example(image)
 
-  def model_batches(self, stored_images: Iterable, batch_size: int) -> Iterator[np.ndarray]:
-    """float32 [<= batch_size, S, S, 3] batches of model inputs from `stored` outputs, in order,
-    through the evaluation pipeline's own tf.data map."""
+  def _to_model(self):
+    """The graph-mode map from one `stored` output to float32 [S, S, 3]."""
     import tensorflow as tf
 
     from iah_jax.data import pipeline  # also hides accelerators from TensorFlow
@@ -104,6 +105,27 @@ class PhotoPreparation:
       to_model = lambda data: pipeline.resize_for_model(
           tf.io.decode_image(data, channels=3, expand_animations=False), self.image_size
       )
+    return signature, to_model
+
+  def model_inputs(self, stored_images: Iterable) -> np.ndarray:
+    """float32 [n, S, S, 3] from a few `stored` outputs, one eager call of the same map as
+    `model_batches` per image (no tf.data pipeline to build). Not a tf.function: Grappler
+    rewrites its graph (the division by 255) and changes the last float bit, while eager
+    execution gives exactly the evaluation pipeline's values."""
+    import tensorflow as tf
+
+    _, to_model = self._to_model()
+    rows = [to_model(tf.constant(image)).numpy() for image in stored_images]
+    if not rows:
+      return np.zeros((0, self.image_size, self.image_size, 3), np.float32)
+    return np.stack(rows)
+
+  def model_batches(self, stored_images: Iterable, batch_size: int) -> Iterator[np.ndarray]:
+    """float32 [<= batch_size, S, S, 3] batches of model inputs from a stream of `stored`
+    outputs, in order: the evaluation pipeline's map in a parallel tf.data pipeline."""
+    import tensorflow as tf
+
+    signature, to_model = self._to_model()
     dataset = tf.data.Dataset.from_generator(
         lambda: iter(stored_images), output_signature=signature
     )
