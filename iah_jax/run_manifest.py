@@ -24,7 +24,6 @@ import json
 import os
 
 import ml_collections
-import numpy as np
 
 FILE_NAME = "run_manifest.json"
 FORMAT = "iah_jax.run_manifest"
@@ -107,14 +106,6 @@ def make_manifest(config: ml_collections.ConfigDict, builder, model) -> dict:
   }
 
 
-def _json_default(value):
-  if isinstance(value, (np.integer, np.floating)):
-    return value.item()
-  if isinstance(value, (tuple, np.ndarray)):
-    return list(value)
-  raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
 def write(run_dir: str, config: ml_collections.ConfigDict, builder, model) -> dict | None:
   """Writes `run_dir`/run_manifest.json (process 0 only; others return None). Atomic: written
   to a temporary name, then renamed. `run_dir` may be a gs:// URL (TensorFlow's gfile)."""
@@ -129,7 +120,7 @@ def write(run_dir: str, config: ml_collections.ConfigDict, builder, model) -> di
   path = manifest_path(run_dir)
   temporary = f"{path}.tmp{os.getpid()}"
   with tf.io.gfile.GFile(temporary, "w") as file:
-    file.write(json.dumps(manifest, indent=2, default=_json_default))
+    file.write(json.dumps(manifest, indent=2))
   tf.io.gfile.rename(temporary, path, overwrite=True)
   return manifest
 

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import data_fixtures
-from iah_jax import config as config_lib
+from test_train import tiny_config  # the main job's tiny config (8 bits, 32 x 32)
 from iah_jax import retrieval
 from iah_jax import run_manifest
 from iah_jax import sample_photos
@@ -34,26 +34,6 @@ from iah_jax.serving import querying
 from iah_jax.serving.errors import ServingError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(data_dir: str):
-  config = config_lib.base_config()
-  config.dataset.data_dir = data_dir
-  config.dataset.config = "tiny"
-  config.dataset.shuffle_buffer = 64
-  config.dataset.image_size = 32
-  config.model.backbone_options.widths = (8, 16)
-  config.model.spp_levels = (2, 1)
-  config.semantic_bits = (8,)
-  config.bits_per_category = (2,)
-  config.batch_size = 8
-  config.num_train_steps = 4
-  config.optimizer.learning_rate = 0.01
-  config.log_every = 4
-  config.checkpoint_every = 4
-  config.eval.batch_size = 16
-  config.eval.ks = (10,)
-  return config
 
 
 def write_jpeg_list(root) -> list[str]:
@@ -94,7 +74,7 @@ def train_recording_codes(config, workdir) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_data_dir):
   root = tmp_path_factory.mktemp("serving")
-  iah_config = tiny_config(tiny_data_dir)
+  iah_config = tiny_config(tiny_data_dir, steps=4)
   iah_codes = train_recording_codes(iah_config, root / "iah")
   photos = root / "photos"
   scenes = synthetic_scenes.SyntheticScenes.builder_configs["tiny"]
@@ -104,7 +84,7 @@ def runs(tmp_path_factory, tiny_data_dir):
 
   list_root = root / "jpeg_list"
   jpeg_names = write_jpeg_list(list_root)
-  one_stage = tiny_config(str(root / "tfds"))
+  one_stage = tiny_config(str(root / "tfds"), steps=4)
   one_stage.method = "one_stage"
   one_stage.semantic_bits, one_stage.bits_per_category = (12,), (3,)
   one_stage.dataset.name = "image_list"

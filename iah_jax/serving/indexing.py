@@ -221,7 +221,7 @@ def index_photos(
     return [{"path": path, "reason": unreadable[path]} for path in paths if path in unreadable]
 
   started = time.perf_counter()
-  _encode_and_commit(
+  encode_and_commit(
       encoder,
       writer,
       to_encode,
@@ -245,7 +245,7 @@ def index_photos(
   return report
 
 
-def _encode_and_commit(
+def encode_and_commit(
     encoder, writer, to_encode, cache_dir, settings, unreadable, commit_every, progress, log, report
 ) -> None:
   """Streams `to_encode` through the encoder in the run's batches, committing every

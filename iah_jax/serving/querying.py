@@ -329,7 +329,8 @@ def search_photos(
       f"({run['method']}, q={run['semantic_bits']}, b={run['bits_per_category']}, step "
       f"{run['checkpoint_step']}); {result.distances.size} results by "
       f"{'weighted ' if ranking == 'weighted' else ''}Hamming distance; saliency: {saliency_reduce} "
-      f"over proposals; query encoded in {result.timing_ms['encode_query']:.1f} ms, searched in "
+      f"over proposals; query encoded in {result.timing_ms['encode_query']:.1f} ms (with XLA "
+      f"compilation on a process's first query), searched in "
       f"{result.timing_ms['search']:.1f} ms"
   )
   files = page.write_outputs(result, visuals, out_dir, footer=footer, sheet=saliency_sheet)
