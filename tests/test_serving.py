@@ -10,6 +10,7 @@ import html.parser
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -600,7 +601,7 @@ def test_kill_during_indexing_leaves_the_old_index_loadable(runs, iah_encoder, t
   while b"committed" not in seen and process.poll() is None:
     seen += process.stderr.read1(4096)
   process.kill()  # SIGKILL: no clean-up runs
-  process.wait()
+  assert process.wait() == -signal.SIGKILL  # killed while indexing, not finished
   index = photo_index.PhotoIndex.load(out, backend="faiss")
   assert index.num_images >= 40
   reference = runs.iah_codes["train"]["semantic_codes"]

@@ -82,13 +82,19 @@ class Visuals:
     self.reduce = reduce
     self._maps = {}
     encoder, index = searcher.encoder, searcher.index
-    self.has_saliency = "proposal_label_probs" in result.query_outputs
-    query = result.query_outputs
+    self.has_saliency = "proposal_label_probs" in encoder.outputs
+    query_boxes = result.query_outputs["proposals"][0]
     self.items = {
         "query": {
             "thumbnail": thumbnail(result.query_image),
-            "proposals": query["proposals"][0],
-            "P": query["proposal_label_probs"][0] if self.has_saliency else None,
+            "proposals": query_boxes,
+            "P": (
+                encoder.encode([result.query_image], proposals=query_boxes[None])[
+                    "proposal_label_probs"
+                ][0]
+                if self.has_saliency
+                else None
+            ),
         }
     }
     group_ids = [ids for _, ids in (result.groups or {}).values()]

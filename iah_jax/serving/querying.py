@@ -150,6 +150,13 @@ class Searcher:
 
   def __init__(self, index: photo_index.PhotoIndex, encoder, backend: str = "jax"):
     self.index, self.encoder, self.backend = index, encoder, backend
+    if backend == "faiss":
+      import faiss
+
+      # One query scans 100k codes in ~0.2 ms on one thread; waking faiss's OpenMP team costs
+      # more than that, and ~60 ms per query on a busy 2-core machine (benchmarks/query_latency).
+      # A process-wide setting: the searcher's process serves single queries.
+      faiss.omp_set_num_threads(1)
     self._tables = {}
     self._codes = None
 
@@ -190,7 +197,9 @@ class Searcher:
     query_path = os.fspath(query) if isinstance(query, (str, os.PathLike)) else "<array>"
     image = preprocess.read_photo(query) if isinstance(query, (str, os.PathLike)) else query
     started = time.perf_counter()
-    outputs = encoder.encode([image], proposal_probs=True)
+    # The query's per-proposal probabilities are the page's business (page.Visuals): not
+    # computed here, so a query costs one forward pass.
+    outputs = encoder.encode([image], proposal_probs=False)
     encoded = time.perf_counter()
     if ranking == "weighted":
       distances, ids = retrieval.weighted_hamming_search(
@@ -216,7 +225,7 @@ class Searcher:
               "there is no group to show."
           )
     grouped = time.perf_counter()
-    if "proposal_label_probs" not in outputs:
+    if "proposal_label_probs" not in encoder.outputs:
       notes.append(
           f"No saliency maps: method {encoder.method!r} has no per-proposal label "
           "probabilities (IAH's P, Fig. 5)."
