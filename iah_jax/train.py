@@ -31,6 +31,7 @@ import tqdm
 
 from iah_jax import methods
 from iah_jax import metrics
+from iah_jax import run_manifest
 from iah_jax.data import features
 from iah_jax.data import pipeline
 from iah_jax.models import backbones
@@ -301,6 +302,7 @@ def train(
     state = load_pretrained(state, config)
 
   manager = checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
+  run_manifest.write(run_dir, config, builder, model)  # what serving needs (process 0 only)
   restored = restore_latest(manager, state)
   if restored is not None:
     state = restored

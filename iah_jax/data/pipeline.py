@@ -30,17 +30,23 @@ tf.config.set_visible_devices([], "GPU")
 MODEL_KEYS = (features.IMAGE, features.PROPOSALS, features.LABELS)
 
 
+def resize_for_model(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """uint8 [H, W, 3] -> float32 [S, S, 3] in [0, 1], S = image_size: what the model sees of a
+  decoded image (bilinear with antialiasing). Serving applies it to users' photos too."""
+  image = (
+      tf.image.resize(
+          tf.cast(image, tf.float32), (image_size, image_size), method="bilinear", antialias=True
+      )
+      / 255.0
+  )
+  return tf.clip_by_value(image, 0.0, 1.0)
+
+
 def _preprocess(image_size: int):
   def preprocess(example):
     image = tf.io.decode_image(example[features.IMAGE], channels=3, expand_animations=False)
-    image = (
-        tf.image.resize(
-            tf.cast(image, tf.float32), (image_size, image_size), method="bilinear", antialias=True
-        )
-        / 255.0
-    )
     return {
-        features.IMAGE: tf.clip_by_value(image, 0.0, 1.0),
+        features.IMAGE: resize_for_model(image, image_size),
         features.PROPOSALS: tf.cast(example[features.PROPOSALS], tf.float32),
         features.LABELS: tf.cast(example[features.LABELS], tf.float32),
         features.INDEX: example[features.INDEX],
