@@ -11,8 +11,10 @@ import jax
 from absl import flags
 from ml_collections import config_flags
 
+from iah_jax import checkpoints
 from iah_jax import console
 from iah_jax import evaluate
+from iah_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool(
@@ -35,8 +37,15 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.distributed:
     jax.distributed.initialize()  # coordinator and process ids from SLURM / TPU metadata
-  with console.progress_logging():
-    evaluate.run(FLAGS.config, FLAGS.workdir)
+  try:
+    with console.progress_logging():
+      evaluate.run(FLAGS.config, FLAGS.workdir)
+  except (
+      checkpoints.CheckpointError,
+      checkpoints.NonFiniteStateError,
+      train.NonFiniteLossError,
+  ) as error:  # their messages say what happened and what to do: no traceback
+    raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

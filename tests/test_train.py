@@ -198,6 +198,9 @@ def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir)
   assert results["semantic"]["8"]["map"] == semantic["map"]
   checkpoints = workdir / "q8_b2" / "checkpoints"
   assert sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())[-1] == 8
+  # results.json reports the training seconds the run's final checkpoint records.
+  first_seconds = train.train_seconds(train.checkpoint_manager(str(checkpoints), config))
+  assert first_seconds > 0 and written["train_seconds"] == pytest.approx(first_seconds)
 
   # Resume: a longer run continues from step 8 rather than starting again.
   config.num_train_steps = 12
@@ -214,6 +217,8 @@ def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir)
   assert int(state.step) == 12
   steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
   assert steps[-1] == 12 and 8 in steps
+  # The second session's seconds add to the first's.
+  assert train.train_seconds(train.checkpoint_manager(str(checkpoints), config)) > first_seconds
 
 
 def test_checkpoint_round_trip(tmp_path, compiled):
