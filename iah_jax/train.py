@@ -227,13 +227,27 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 
 
 def checkpoint_manager(directory: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  """Keeps the latest checkpoints, or with a validation split the best by validation MAP."""
+  """Keeps the latest checkpoints, or with a validation split the best by validation MAP and
+  the latest (which a rerun resumes from: without it a finished run whose last step is not
+  among the best would train its last steps again)."""
   selecting = bool(config.dataset.validation_split)
+  best_fn = (lambda saved: saved[VALIDATION_METRIC]) if selecting else None
+  policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=config.keep_checkpoints,
+      max_to_keep=None if selecting else config.keep_checkpoints,
       save_interval_steps=_validation_interval(config) if selecting else config.checkpoint_every,
-      best_fn=(lambda saved: saved[VALIDATION_METRIC]) if selecting else None,
+      best_fn=best_fn,
       best_mode="max",
+      preservation_policy=(
+          policies.AnyPreservationPolicy(
+              [
+                  policies.LatestN(n=1),
+                  policies.BestN(get_metric_fn=best_fn, n=config.keep_checkpoints),
+              ]
+          )
+          if selecting
+          else None
+      ),
       create=True,
   )
   return ocp.CheckpointManager(resolve_path(directory), options=options)

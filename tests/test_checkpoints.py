@@ -13,7 +13,7 @@ import pytest
 
 from iah_jax import checkpoints
 from iah_jax import train
-from tests.test_train import tiny_config
+from tests.test_train import tiny_config, train_tiny
 
 
 def make_state(seed: float) -> dict:
@@ -194,19 +194,11 @@ def test_nan_in_training_stops_before_a_save_and_keeps_the_last_finite_checkpoin
   config.log_every = 60
   config.checkpoint_every = 10
   config.optimizer.learning_rate = 1e3
-  model = train.build_model(config, 10, 8, 2)
   run_dir = tmp_path / "run"
   with pytest.raises(
       train.NonFiniteLossError, match=r"non-finite loss at step \d+.*the last one is step 1 "
   ) as raised:
-    train.train(
-        config,
-        model=model,
-        builder=train.load_dataset(config),
-        run_dir=str(run_dir),
-        mesh=train.make_mesh(),
-        rng=jax.random.PRNGKey(0),
-    )
+    train_tiny(config, run_dir)
   bad_step = int(re.search(r"at step (\d+)", str(raised.value)).group(1))
   assert 1 < bad_step <= 10
   # The only checkpoint is step 1 (orbax's initial save), finite and sealed; what a rerun
@@ -215,7 +207,7 @@ def test_nan_in_training_stops_before_a_save_and_keeps_the_last_finite_checkpoin
   assert checkpoints.check_seal(str(run_dir / "checkpoints" / "1")) == (True, None)
   schedule = train.learning_rate_schedule(config, 12)
   state = train.create_train_state(
-      model,
+      train.build_model(config, 10, 8, 2),
       train.make_optimizer(config, schedule),
       jax.random.PRNGKey(1),
       train.make_mesh(),
@@ -224,3 +216,38 @@ def test_nan_in_training_stops_before_a_save_and_keeps_the_last_finite_checkpoin
   )
   restored = train.restore_latest(open_manager(run_dir / "checkpoints", config), state)
   assert int(restored.step) == 1 and not checkpoints.non_finite_leaves(restored)
+
+
+def test_damaged_best_step_falls_back_to_the_next_best(tmp_path):
+  config = tiny_config("unused")
+  config.dataset.validation_split = "train[90%:]"  # best-by-validation checkpoints
+  config.eval.every_steps = 2
+  config.keep_checkpoints = 3
+  saver = checkpoints.Saver(train.checkpoint_manager(str(tmp_path / "ckpt"), config))
+  for step, score in ((2, 0.5), (4, 0.9), (6, 0.7)):
+    saver.save(step, make_state(step), metrics={train.VALIDATION_METRIC: score})
+  saver.close()
+  best = train.restore_latest(open_manager(tmp_path / "ckpt", config), make_state(0), best=True)
+  assert_state_equal(best, make_state(4))
+  overwrite_middle(data_file(str(tmp_path / "ckpt" / "4")))
+  manager = open_manager(tmp_path / "ckpt", config)
+  assert_state_equal(train.restore_latest(manager, make_state(0), best=True), make_state(6))
+  assert sorted(manager.all_steps()) == [2, 6]
+
+
+def test_best_by_validation_keeps_the_latest_step_for_resuming(tmp_path):
+  """Without the latest, a finished run whose last score is not among the best would resume
+  from an older step and train its last steps again on every rerun."""
+  config = tiny_config("unused")
+  config.dataset.validation_split = "train[90%:]"
+  config.eval.every_steps = 2
+  config.keep_checkpoints = 2
+  saver = checkpoints.Saver(train.checkpoint_manager(str(tmp_path / "ckpt"), config))
+  for step, score in ((2, 0.9), (4, 0.8), (6, 0.1), (8, 0.2)):
+    saver.save(step, make_state(step), metrics={train.VALIDATION_METRIC: score})
+  saver.close()
+  manager = open_manager(tmp_path / "ckpt", config)
+  assert sorted(manager.all_steps()) == [2, 4, 8]  # the two best and the latest
+  assert manager.best_step() == 2 and manager.latest_step() == 8
+  assert_state_equal(train.restore_latest(manager, make_state(0)), make_state(8))
+  assert_state_equal(train.restore_latest(manager, make_state(0), best=True), make_state(2))

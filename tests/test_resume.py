@@ -14,7 +14,7 @@ import pytest
 from iah_jax import checkpoints
 from iah_jax import summaries
 from iah_jax import train
-from tests.test_train import REPO, tiny_config
+from tests.test_train import REPO, tiny_config, train_tiny
 
 STEPS = 12
 CHECKPOINT_EVERY = 4
@@ -27,18 +27,6 @@ def resume_config(data_dir):
   return config
 
 
-def run_training(config, run_dir):
-  model = train.build_model(config, 10, 8, 2)
-  return train.train(
-      config,
-      model=model,
-      builder=train.load_dataset(config),
-      run_dir=str(run_dir),
-      mesh=train.make_mesh(),
-      rng=jax.random.PRNGKey(0),
-  )
-
-
 # Trains in a subprocess that stops (sleeps) before step 7, when steps 5 and 6 are logged after
 # checkpoint 4, until the test kills it. Seals are written as soon as a save completes (instead
 # of at the next step that finds it complete), so the test knows when checkpoint 4 is sealed.
@@ -46,7 +34,8 @@ KILLED_RUN = """
 import functools, os, sys, time
 sys.path.insert(0, {repo!r})
 from iah_jax import checkpoints, train
-from tests.test_resume import resume_config, run_training
+from tests.test_resume import resume_config
+from tests.test_train import train_tiny
 
 checkpoints.Saver.seal_finished = functools.partialmethod(
     checkpoints.Saver.seal_finished, wait=True
@@ -61,7 +50,7 @@ def to_global_stopping_at_step_7(batch, mesh, **kwargs):
   return to_global(batch, mesh, **kwargs)
 
 train.to_global = to_global_stopping_at_step_7
-run_training(resume_config({data_dir!r}), {run_dir!r})
+train_tiny(resume_config({data_dir!r}), {run_dir!r})
 """
 
 
@@ -115,9 +104,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_data_dir
   assert [step for step, _ in logged(killed_dir)["loss"]] == [1, 2, 3, 4, 5, 6]
 
   started = time.perf_counter()
-  resumed = run_training(config, killed_dir)
+  resumed = train_tiny(config, killed_dir)
   resume_seconds = time.perf_counter() - started
-  uninterrupted = run_training(config, tmp_path / "uninterrupted")
+  uninterrupted = train_tiny(config, tmp_path / "uninterrupted")
 
   expected, got = logged(tmp_path / "uninterrupted"), logged(killed_dir)
   assert set(got) == set(expected) >= {"loss", "label_loss", "semantic_loss", "category_loss"}
