@@ -181,7 +181,7 @@ class Saver:
           f"the state of step {step} holds NaN or Inf in {', '.join(bad[:5])}"
           f"{' ...' if len(bad) > 5 else ''}; it is not saved. {last_checkpoint_note(self)}"
       )
-    # orbax's save waits for the previous one anyway: seal it first, whatever state it is in.
+    # orbax's save waits for the previous one anyway; waiting first seals it before this begins.
     self.seal_finished(wait=True)
     self.manager.save(
         step,
