@@ -31,7 +31,8 @@ What `run(main)` adds to `absl.app.run(main)`:
   unknown one is refused with the list of known options. The value is read as the option's
   default is typed (integer, number, true/false, string, or a tuple: '(1, 2)' or '1,2').
 - A `UserInputError` (iah_jax.errors; config validation raises one, so do the data and weight
-  readers for unreadable inputs) or absl's `app.UsageError` raised by `main` is printed as
+  readers for unreadable inputs), a `RunError` (a non-finite loss, no intact checkpoint) or
+  absl's `app.UsageError` raised by `main` is printed as
   "error: <message>" on stderr and the process exits with `EXIT_CODE` (2).
 
 Only these user errors are caught; any other exception is a bug and keeps its traceback.
@@ -51,6 +52,7 @@ from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
+from iah_jax.errors import RunError
 from iah_jax.errors import UserInputError
 
 EXIT_CODE = 2
@@ -73,7 +75,7 @@ def run(main: Callable[[list[str]], Any]) -> None:
   def guarded_main(argv: list[str]):
     try:
       return main(argv)
-    except (UserInputError, app.UsageError) as error:
+    except (UserInputError, RunError, app.UsageError) as error:
       fail(str(error))
 
   app.run(guarded_main, flags_parser=flags_parser)

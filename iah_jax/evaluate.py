@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import time
 from typing import Any, Callable
 
 import jax
@@ -200,7 +199,8 @@ def train_and_restore(config: ml_collections.ConfigDict, builder, mesh: Mesh, ru
   """Trains (or resumes, or only restores) config.method at config's single (q, b) pair.
 
   Returns (model, state restored from the best-on-validation or else the final checkpoint, the
-  step of that checkpoint, seconds spent training in this call).
+  step of that checkpoint, seconds spent training the run: all its sessions up to its final
+  checkpoint, `train.train_seconds`).
   """
   if len(config.semantic_bits) != 1 or len(config.bits_per_category) != 1:
     raise ValueError(
@@ -210,15 +210,13 @@ def train_and_restore(config: ml_collections.ConfigDict, builder, mesh: Mesh, ru
   num_classes = builder.info.features[features.LABELS].shape[0]
   q, b = int(config.semantic_bits[0]), int(config.bits_per_category[0])
   model = train.build_model(config, num_classes, q, b)
-  started = time.perf_counter()
   state = train.train(config, model=model, builder=builder, run_dir=run_dir, mesh=mesh, rng=rng)
-  seconds = time.perf_counter() - started
   selecting = bool(config.dataset.validation_split)
   manager = train.checkpoint_manager(os.path.join(run_dir, "checkpoints"), config)
-  best_step = (manager.best_step() if selecting else None) or manager.latest_step()
+  seconds = train.train_seconds(manager)
   state = train.restore_latest(manager, state, best=selecting) or state
   manager.close()
-  return model, state, best_step, seconds
+  return model, state, int(state.step), seconds
 
 
 def encode_and_evaluate(

@@ -29,9 +29,12 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
+from iah_jax import checkpoints
+from iah_jax.errors import RunError
 from iah_jax import methods
 from iah_jax import metrics
 from iah_jax import run_manifest
+from iah_jax import summaries
 from iah_jax.data import features
 from iah_jax.data import pipeline
 from iah_jax.models import backbones
@@ -226,13 +229,27 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 
 
 def checkpoint_manager(directory: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  """Keeps the latest checkpoints, or with a validation split the best by validation MAP."""
+  """Keeps the latest checkpoints, or with a validation split the best by validation MAP and
+  the latest (which a rerun resumes from: without it a finished run whose last step is not
+  among the best would train its last steps again)."""
   selecting = bool(config.dataset.validation_split)
+  best_fn = (lambda saved: saved[VALIDATION_METRIC]) if selecting else None
+  policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=config.keep_checkpoints,
+      max_to_keep=None if selecting else config.keep_checkpoints,
       save_interval_steps=_validation_interval(config) if selecting else config.checkpoint_every,
-      best_fn=(lambda saved: saved[VALIDATION_METRIC]) if selecting else None,
+      best_fn=best_fn,
       best_mode="max",
+      preservation_policy=(
+          policies.AnyPreservationPolicy(
+              [
+                  policies.LatestN(n=1),
+                  policies.BestN(get_metric_fn=best_fn, n=config.keep_checkpoints),
+              ]
+          )
+          if selecting
+          else None
+      ),
       create=True,
   )
   return ocp.CheckpointManager(resolve_path(directory), options=options)
@@ -241,13 +258,29 @@ def checkpoint_manager(directory: str, config: ml_collections.ConfigDict) -> ocp
 def restore_latest(
     manager: ocp.CheckpointManager, state: TrainState, best: bool = False
 ) -> TrainState | None:
-  """The latest (or, with `best`, the best-by-validation) checkpoint restored into `state`'s
-  structure and shardings, or None when there is none."""
-  step = (manager.best_step() if best else None) or manager.latest_step()
+  """The latest (or, with `best`, the best-by-validation) intact checkpoint restored into
+  `state`'s structure and shardings, or None when there is none.
+
+  Each candidate is verified (checksums, shapes, finite values) and damaged steps are passed
+  over with a warning (`iah_jax.checkpoints.restore`); CheckpointError when none is intact.
+  """
+  return checkpoints.restore(manager, state, metric=VALIDATION_METRIC if best else None)
+
+
+TRAIN_SECONDS = "train_seconds"  # custom metadata of every checkpoint step
+
+
+def train_seconds(manager: ocp.CheckpointManager, step: int | None = None) -> float:
+  """Seconds spent training the run up to checkpoint `step` (default: the latest), summed over
+  every session that trained it (steps redone after a kill count once); 0 without one."""
+  step = manager.latest_step() if step is None else step
   if step is None:
-    return None
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    return 0.0
+  try:
+    custom = manager.metadata(step).custom_metadata or {}
+  except Exception:  # pylint: disable=broad-except  a step without readable metadata
+    return 0.0
+  return float(custom.get(TRAIN_SECONDS, 0.0))
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -260,18 +293,21 @@ def _validation_interval(config: ml_collections.ConfigDict) -> int:
   return config.eval.every_steps or config.num_train_steps
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RunError, FloatingPointError):
   """The loss became NaN or Inf; the message names the step."""
 
 
-def _check_finite(window: list[tuple[int, dict]]) -> None:
+def _check_finite(window: list[tuple[int, dict]], last_checkpoint: str = "") -> None:
+  """Raises NonFiniteLossError at the first (step number as logged, loss terms) of `window`
+  with a NaN/Inf term; `last_checkpoint` (a sentence naming the last checkpoint) ends the
+  message."""
   for step, terms in window:
     values = {name: float(value) for name, value in jax.device_get(terms).items()}
     bad = {name: value for name, value in values.items() if not math.isfinite(value)}
     if bad:
       raise NonFiniteLossError(
           f"non-finite loss at step {step}: {bad} (all terms: {values}). Lower the learning "
-          "rate, check the inputs of that batch, or resume from the last checkpoint."
+          f"rate or check the inputs of that batch. {last_checkpoint}".rstrip()
       )
 
 
@@ -289,7 +325,16 @@ def train(
   With `config.dataset.validation_split` set, every `config.eval.every_steps` (and at the end)
   the validation images are encoded as queries against the training split as database; the
   checkpoints kept are the best by that semantic MAP (model selection never sees the queries).
+
+  Resuming is exact: the newest intact checkpoint is restored (damaged ones are passed over,
+  see iah_jax.checkpoints), the batches are those an uninterrupted run sees from that step on
+  (pipeline.train_batches) and the dropout key of step s is fold_in(key, s), so the losses
+  after a resume equal an uninterrupted run's. The loss terms are checked for NaN/Inf at every
+  log and before every save, and no non-finite state is saved. TensorBoard events of steps
+  after the restored one (logged by a killed session) are dropped before this session logs
+  them again; every checkpoint records the training seconds of the run so far (`train_seconds`).
   """
+  session_start = time.perf_counter()
   check_batch_size(config.batch_size, mesh)
   num_train = pipeline.num_examples(builder, config.dataset.train_split)
   steps_per_epoch = max(1, num_train // config.batch_size)
@@ -308,24 +353,27 @@ def train(
     state = restored
     logger.info("resumed from %s at step %d", run_dir, int(state.step))
   start_step = int(state.step)
+  seconds_before = train_seconds(manager, start_step) if restored is not None else 0.0
   if start_step >= config.num_train_steps:
     manager.close()
     return state
 
   train_step = make_train_step(model, tx, schedule, config, mesh)
   validate = _validator(config, model, builder, mesh) if config.dataset.validation_split else None
-  # A resumed run reshuffles with a seed derived from its start step (not bit-identical to an
-  # uninterrupted run, but never replays the same order).
+  # The batch of step s depends on (seed, s) only: a resumed run continues the same sequence.
   batches = pipeline.train_batches(
       builder,
       split=config.dataset.train_split,
       global_batch_size=config.batch_size,
       image_size=config.dataset.image_size,
-      seed=config.seed + start_step,
+      seed=config.seed,
       shuffle_buffer=config.dataset.shuffle_buffer,
+      start_step=start_step,
   )
-  writer = _summary_writer(run_dir)
-  window: list[tuple[int, dict]] = []
+  writer = _summary_writer(run_dir, start_step)
+  saver = checkpoints.Saver(manager)
+  window: list[tuple[int, dict]] = []  # (step number as logged, loss terms) since the last log
+  checked = 0  # window[:checked] was checked for NaN/Inf (before a save)
   progress = tqdm.tqdm(
       total=config.num_train_steps,
       initial=start_step,
@@ -335,40 +383,49 @@ def train(
       mininterval=2.0,
   )
   window_start = time.perf_counter()
-  for step in range(start_step, config.num_train_steps):
-    batch = to_global(next(batches), mesh)
-    state, terms = train_step(state, batch, jax.random.fold_in(train_rng, step))
-    window.append((step, terms))
-    progress.update(1)
-    last_step = step + 1 == config.num_train_steps
-    if len(window) >= config.log_every or last_step:
-      _check_finite(window)
-      values = {name: float(value) for name, value in jax.device_get(window[-1][1]).items()}
-      elapsed = time.perf_counter() - window_start
-      values["steps_per_second"] = len(window) / max(elapsed, 1e-9)
-      progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['learning_rate']:.2g}")
-      logger.info(
-          "step %d: %s",
-          step + 1,
-          ", ".join(f"{name}={value:.4g}" for name, value in sorted(values.items())),
-      )
-      _write_scalars(writer, step + 1, values)
-      window, window_start = [], time.perf_counter()
-    if validate is None:
-      manager.save(step + 1, args=ocp.args.StandardSave(state), force=last_step)
-    elif (step + 1) % _validation_interval(config) == 0 or last_step:
-      score = validate(state)
-      logger.info("step %d: %s=%.4f", step + 1, VALIDATION_METRIC, score)
-      _write_scalars(writer, step + 1, {VALIDATION_METRIC: score})
-      manager.save(
-          step + 1,
-          args=ocp.args.StandardSave(state),
-          metrics={VALIDATION_METRIC: score},
-          force=True,
-      )
-  progress.close()
-  manager.wait_until_finished()
-  manager.close()
+  try:
+    for step in range(start_step, config.num_train_steps):
+      batch = to_global(next(batches), mesh)
+      state, terms = train_step(state, batch, jax.random.fold_in(train_rng, step))
+      window.append((step + 1, terms))
+      progress.update(1)
+      saver.seal_finished()
+      last_step = step + 1 == config.num_train_steps
+      if validate is None:
+        saving = last_step or manager.should_save(step + 1)
+      else:
+        saving = last_step or (step + 1) % _validation_interval(config) == 0
+      logging_now = len(window) >= config.log_every or last_step
+      if saving or logging_now:
+        _check_finite(window[checked:], checkpoints.last_checkpoint_note(saver))
+        checked = len(window)
+      if logging_now:
+        values = {name: float(value) for name, value in jax.device_get(window[-1][1]).items()}
+        elapsed = time.perf_counter() - window_start
+        values["steps_per_second"] = len(window) / max(elapsed, 1e-9)
+        progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['learning_rate']:.2g}")
+        logger.info(
+            "step %d: %s",
+            step + 1,
+            ", ".join(f"{name}={value:.4g}" for name, value in sorted(values.items())),
+        )
+        _write_scalars(writer, step + 1, values)
+        window, checked, window_start = [], 0, time.perf_counter()
+      if saving:
+        score = None
+        if validate is not None:
+          score = validate(state)
+          logger.info("step %d: %s=%.4f", step + 1, VALIDATION_METRIC, score)
+          _write_scalars(writer, step + 1, {VALIDATION_METRIC: score})
+        saver.save(
+            step + 1,
+            state,
+            metrics=None if score is None else {VALIDATION_METRIC: score},
+            custom_metadata={TRAIN_SECONDS: seconds_before + time.perf_counter() - session_start},
+        )
+  finally:
+    progress.close()
+    saver.close()  # the last save completes (and is sealed) even when training stopped
   return state
 
 
@@ -413,13 +470,17 @@ def load_pretrained(state: TrainState, config: ml_collections.ConfigDict) -> Tra
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
 
-def _summary_writer(run_dir: str):
-  """TensorBoard event files, written by process 0 only (None elsewhere)."""
+def _summary_writer(run_dir: str, start_step: int = 0):
+  """TensorBoard event files, written by process 0 only (None elsewhere). Events of steps
+  after `start_step` (logged by a session killed after its last checkpoint) are dropped first,
+  so the steps this session replays keep one value each."""
   if jax.process_index() != 0:
     return None
   import tensorflow as tf  # TensorBoard event files; TF is already the data dependency
 
-  return tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+  directory = os.path.join(run_dir, "tensorboard")
+  summaries.drop_events_after(directory, start_step)
+  return tf.summary.create_file_writer(directory)
 
 
 def _write_scalars(writer, step: int, values: dict) -> None:

@@ -8,7 +8,8 @@ a tiny IAH model with iah_jax.train and
 1. runs two train steps on fixed global batches of 8 rows, feeding only its own 4 rows through
    `train.to_global` (jax.make_array_from_process_local_data), exactly as the training loop does;
 2. reads a few training batches through `pipeline.train_batches` on the tiny embedded dataset,
-   which gives each process its own half of the split (tfds.split_for_jax_process);
+   which gives each process its own half of the split (tfds.split_for_jax_process), and again
+   from step 1 (a resume), which must continue the same order;
 3. encodes the tiny dataset's test split with the trained state through `evaluate.encode_split`
    (the evaluation path of evaluate.run).
 
@@ -161,7 +162,22 @@ def worker(args) -> None:
       shuffle_buffer=64,
   )
   indices = np.stack([next(batches)[features.INDEX] for _ in range(PIPELINE_BATCHES)])
-  results = {"losses": np.asarray(losses), "pipeline_indices": indices}
+  resumed = pipeline.train_batches(  # a resume at step 1 continues each process's own order
+      builder,
+      split="train",
+      global_batch_size=GLOBAL_BATCH,
+      image_size=IMAGE_SIZE,
+      seed=0,
+      shuffle_buffer=64,
+      start_step=1,
+  )
+  results = {
+      "losses": np.asarray(losses),
+      "pipeline_indices": indices,
+      "pipeline_resumed_indices": np.stack(
+          [next(resumed)[features.INDEX] for _ in range(PIPELINE_BATCHES - 1)]
+      ),
+  }
   results.update({"param/" + name: value for name, value in flat_params(state).items()})
   try:
     encoded = encode_test_split(state, model, mesh, builder)
@@ -295,6 +311,7 @@ def test_each_process_reads_its_own_half_of_the_split(runs):
     indices = result["pipeline_indices"]
     assert indices.shape == (PIPELINE_BATCHES, GLOBAL_BATCH // NUM_PROCESSES)
     assert np.all((indices >= process_id * half) & (indices < (process_id + 1) * half)), indices
+    np.testing.assert_array_equal(result["pipeline_resumed_indices"], indices[1:])
   first, second = (set(result["pipeline_indices"].ravel()) for result in results)
   assert not first & second
 

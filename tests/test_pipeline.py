@@ -68,3 +68,43 @@ def test_eval_batches_cover_the_split_once_in_order_with_padding(tiny_data_dir):
   np.testing.assert_array_equal(np.sort(indices), np.arange(32))
   assert batches[-1]["mask"].sum() == 32 - 24
   assert batches[-1]["image"].shape[0] == 12
+
+
+def batch_indices(builder, start_step, count, batch_size=8, seed=3):
+  batches = pipeline.train_batches(
+      builder,
+      split="train",
+      global_batch_size=batch_size,
+      image_size=32,
+      seed=seed,
+      shuffle_buffer=64,
+      start_step=start_step,
+  )
+  return [next(batches)["index"] for _ in range(count)]
+
+
+def test_train_batches_from_any_step_are_those_of_an_uninterrupted_run(tiny_data_dir):
+  builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
+  assert pipeline.train_steps_per_epoch(builder, "train", 8) == 12  # 96 images
+  uninterrupted = batch_indices(builder, 0, 30)
+  for start_step in (5, 12, 17):  # inside the first epoch, at the second's start, inside it
+    resumed = batch_indices(builder, start_step, 30 - start_step)
+    for step, (expected, got) in enumerate(zip(uninterrupted[start_step:], resumed), start_step):
+      np.testing.assert_array_equal(got, expected, err_msg=f"step {step}")
+
+
+def test_every_epoch_is_a_new_permutation_dropping_the_remainder(tiny_data_dir):
+  builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
+  # 96 images in batches of 10: 9 batches an epoch, 6 images of each epoch left out.
+  assert pipeline.train_steps_per_epoch(builder, "train", 10) == 9
+  batches = batch_indices(builder, 0, 27, batch_size=10)
+  epochs = [np.concatenate(batches[9 * epoch : 9 * (epoch + 1)]) for epoch in range(3)]
+  for order in epochs:
+    assert len(set(order.tolist())) == 90 and set(order.tolist()) <= set(range(96))
+  assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+
+
+def test_split_smaller_than_a_batch_is_a_clear_error(tiny_data_dir):
+  builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
+  with pytest.raises(ValueError, match=r"'train' has 96 examples, fewer than one batch of 128"):
+    pipeline.train_steps_per_epoch(builder, "train", 128)

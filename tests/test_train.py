@@ -37,6 +37,19 @@ def tiny_config(data_dir: str, steps: int = 8):
   return config
 
 
+def train_tiny(config, run_dir):
+  """train.train on the tiny dataset's 10 classes (config from tiny_config); the final state."""
+  model = train.build_model(config, 10, config.semantic_bits[0], config.bits_per_category[0])
+  return train.train(
+      config,
+      model=model,
+      builder=train.load_dataset(config),
+      run_dir=str(run_dir),
+      mesh=train.make_mesh(),
+      rng=jax.random.PRNGKey(0),
+  )
+
+
 def random_batch(batch_size=8, num_classes=5, image_size=16, num_proposals=6, seed=0):
   rng = np.random.default_rng(seed)
   corners = rng.uniform(size=(batch_size, num_proposals, 4))
@@ -198,22 +211,18 @@ def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir)
   assert results["semantic"]["8"]["map"] == semantic["map"]
   checkpoints = workdir / "q8_b2" / "checkpoints"
   assert sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())[-1] == 8
+  # results.json reports the training seconds the run's final checkpoint records.
+  first_seconds = train.train_seconds(train.checkpoint_manager(str(checkpoints), config))
+  assert first_seconds > 0 and written["train_seconds"] == pytest.approx(first_seconds)
 
   # Resume: a longer run continues from step 8 rather than starting again.
   config.num_train_steps = 12
-  model = train.build_model(config, 10, 8, 2)
-  builder = train.load_dataset(config)
-  state = train.train(
-      config,
-      model=model,
-      builder=builder,
-      run_dir=str(workdir / "q8_b2"),
-      mesh=train.make_mesh(),
-      rng=jax.random.PRNGKey(0),
-  )
+  state = train_tiny(config, workdir / "q8_b2")
   assert int(state.step) == 12
   steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
   assert steps[-1] == 12 and 8 in steps
+  # The second session's seconds add to the first's.
+  assert train.train_seconds(train.checkpoint_manager(str(checkpoints), config)) > first_seconds
 
 
 def test_checkpoint_round_trip(tmp_path, compiled):

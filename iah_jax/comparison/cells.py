@@ -124,30 +124,13 @@ def save_cell(workdir: str, cell: dict) -> None:
   os.replace(partial, path)
 
 
-def _add_train_seconds(run_dir: str, seconds: float) -> float:
-  """Adds `seconds` to the run's training time on disk (a run may be trained over several
-  calls: resumed, or first trained as a feature source); returns the total."""
-  path = os.path.join(run_dir, "train_seconds.json")
-  total = seconds
-  if os.path.exists(path):
-    with open(path) as file:
-      total += json.load(file)["train_seconds"]
-  if jax.process_index() == 0:
-    with open(path, "w") as file:
-      json.dump({"train_seconds": total}, file)
-  return total
-
-
 def trained_state(config: ml_collections.ConfigDict, builder, mesh, run_dir: str):
   """Trains (or resumes, or just restores) config.method at config's single (q, b) pair.
 
   Returns (model, state restored from the best-on-validation or final checkpoint, best step,
-  training seconds of the run over all calls).
+  training seconds of the run over all its sessions, which its checkpoints record).
   """
-  model, state, best_step, seconds = evaluate.train_and_restore(
-      config, builder, mesh, run_dir, jax.random.PRNGKey(config.seed)
-  )
-  return model, state, best_step, _add_train_seconds(run_dir, seconds)
+  return evaluate.train_and_restore(config, builder, mesh, run_dir, jax.random.PRNGKey(config.seed))
 
 
 def run_deep_cell(

@@ -1,7 +1,8 @@
 """tf.data input pipeline: TFDS examples (schema of data/features.py) -> host NumPy batches.
 
-Training: per-process split -> shuffle -> repeat -> decode/resize -> batch(drop_remainder)
--> prefetch, decoding after shuffling. Evaluation: the split in its stored order, every example
+Training: per-process split -> epochs, each shuffled with a seed drawn from (seed, epoch) ->
+decode/resize -> batch(drop_remainder) -> prefetch, decoding after shuffling; the batch of step s
+is a pure function of (seed, s), so resumed runs see the batches of an uninterrupted one. Evaluation: the split in its stored order, every example
 once, the last batch padded (``mask`` says which rows are real). Batches are dicts of NumPy arrays:
 
 - ``image``: float32 [b, S, S, 3] in [0, 1] (resized to S = image_size; proposals are image
@@ -56,8 +57,12 @@ def _preprocess(image_size: int):
   return preprocess
 
 
-def _read(builder: tfds.core.DatasetBuilder, split: str, shuffle_files: bool, seed: int):
-  read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+def _read(builder: tfds.core.DatasetBuilder, split, shuffle_files: bool, seed: int):
+  # The file order, when shuffled, is drawn once from `seed` and kept for every pass over the
+  # split (not reshuffled per iteration), so that each epoch is a pure function of its number.
+  read_config = tfds.ReadConfig(
+      shuffle_seed=seed, shuffle_reshuffle_each_iteration=False, try_autocache=False
+  )
   # Ordered datasets (disable_shuffling) refuse file shuffling; the example shuffle still mixes.
   shuffle_files = shuffle_files and not builder.info.disable_shuffling
   return builder.as_dataset(
@@ -91,6 +96,35 @@ def validate_batch(batch: dict, require_labels: bool = True) -> dict:
   return batch
 
 
+def train_steps_per_epoch(
+    builder: tfds.core.DatasetBuilder, split: str, global_batch_size: int
+) -> int:
+  """Batches per epoch: every process gets its equal share of `split` (the rest is dropped)
+  and cuts it into batches of global_batch_size / process_count, dropping the remainder; this
+  equals num_examples // global_batch_size. Raises ValueError when the split holds less than
+  one batch."""
+  if global_batch_size % jax.process_count():
+    raise ValueError(
+        f"global batch size {global_batch_size} is not divisible by the "
+        f"{jax.process_count()} processes"
+    )
+  local_batch_size = global_batch_size // jax.process_count()
+  local_examples = num_examples(builder, tfds.split_for_jax_process(split, drop_remainder=True))
+  if local_examples < local_batch_size:
+    raise ValueError(
+        f"training split {split!r} has {num_examples(builder, split)} examples, fewer than one "
+        f"batch of {global_batch_size}: lower batch_size or use a larger split"
+    )
+  return local_examples // local_batch_size
+
+
+def _epoch_seed(seed: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+  """An int64 shuffle seed drawn from (seed, epoch) by a stateless generator."""
+  return tf.random.stateless_uniform(
+      [], seed=tf.stack([seed, epoch]), minval=None, maxval=None, dtype=tf.int64
+  )
+
+
 def train_batches(
     builder: tfds.core.DatasetBuilder,
     *,
@@ -99,23 +133,47 @@ def train_batches(
     image_size: int,
     seed: int,
     shuffle_buffer: int = 4096,
+    start_step: int = 0,
 ) -> Iterator[dict]:
-  """Endless, shuffled training batches of this process's share of the global batch."""
-  if global_batch_size % jax.process_count():
-    raise ValueError(
-        f"global batch size {global_batch_size} is not divisible by the "
-        f"{jax.process_count()} processes"
-    )
+  """Endless, shuffled training batches of this process's share of the global batch, from
+  batch `start_step` on.
+
+  The order is a pure function of (seed, process, step), so a run resumed at step s sees exactly
+  the batches an uninterrupted run sees from step s on. Epoch e is this process's share of the
+  split (files in one seeded order), shuffled through a `shuffle_buffer` with a seed drawn
+  from (seed, e), cut to `train_steps_per_epoch` whole batches (the remainder of each epoch is
+  dropped); step s is batch s % steps_per_epoch of epoch s // steps_per_epoch. Starting inside
+  an epoch skips its first examples before they are decoded (reading, not decoding, at most
+  one epoch of records).
+  """
+  steps_per_epoch = train_steps_per_epoch(builder, split, global_batch_size)
   local_batch_size = global_batch_size // jax.process_count()
+  first_epoch, skipped_batches = divmod(start_step, steps_per_epoch)
   # Each process shuffles its own share with its own seed, so the same images do not keep
   # meeting in one global batch.
   seed = seed + 1_000_003 * jax.process_index()
-  dataset = _read(
+  examples = _read(
       builder, tfds.split_for_jax_process(split, drop_remainder=True), shuffle_files=True, seed=seed
   )
-  dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+  epoch_examples = steps_per_epoch * local_batch_size
+
+  def epoch(number):
+    shuffled = examples.shuffle(
+        shuffle_buffer,
+        seed=_epoch_seed(tf.constant(seed, tf.int64), number),
+        reshuffle_each_iteration=False,
+    ).take(epoch_examples)
+    skipped = tf.constant(skipped_batches * local_batch_size, tf.int64)
+    return shuffled.skip(tf.where(number == first_epoch, skipped, tf.constant(0, tf.int64)))
+
+  dataset = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
+  # Every epoch holds whole batches, so batching after the epochs are joined keeps batches
+  # inside epochs while the decoding runs on across epoch boundaries.
   dataset = dataset.map(_preprocess(image_size), num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  options.deterministic = True  # the order above is the resume guarantee: keep parallel map ordered
+  dataset = dataset.with_options(options)
   for batch in tfds.as_numpy(dataset):
     yield validate_batch(batch)
 
