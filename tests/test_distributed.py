@@ -38,7 +38,9 @@ NUM_PROPOSALS = 6
 IMAGE_SIZE = 32
 NUM_STEPS = 2
 PIPELINE_BATCHES = 3
-WORKER_TIMEOUT = 150  # seconds; compile of the tiny model takes a few seconds per process
+WORKER_TIMEOUT = (
+    600  # seconds; compile takes a few seconds per process idle, minutes on a loaded machine
+)
 STARTED = "DISTRIBUTED_STARTED"
 
 
