@@ -81,6 +81,7 @@ def tiny_miml_config(data_dir: str, data_path: str):
   config.dataset.options.data_path = data_path
   config.dataset.options.update(TINY_OPTIONS)
   config.num_train_steps = 1
+  config.batch_size = 8  # every epoch holds whole batches: the fixture trains on 11 images
   config.eval.batch_size = 8
   return config
 
