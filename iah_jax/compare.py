@@ -32,6 +32,7 @@ from ml_collections import config_flags
 
 from iah_jax import comparison
 from iah_jax import console
+from iah_jax import runtime
 from iah_jax.comparison import cells as cell_lib
 
 FLAGS = flags.FLAGS
@@ -70,6 +71,7 @@ def parse_positive_ints(values, name: str) -> tuple[int, ...]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   config = FLAGS.config
   bits = parse_positive_ints(FLAGS.bits or config.semantic_bits, "bits")
   curve_ks = parse_positive_ints(FLAGS.curve_ks, "curve_ks")

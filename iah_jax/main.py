@@ -3,7 +3,9 @@
   python -m iah_jax.main --config configs/default.py --workdir runs/default
   python -m iah_jax.main --config configs/default.py --workdir runs/x --config.num_train_steps=100
 
-Resumes automatically from the checkpoints in --workdir.
+Resumes automatically from the checkpoints in --workdir. Ends with the job's wall and CPU time
+by phase. Thread pools and the allocator are set up by `iah_jax.runtime` (IAH_JAX_THREADS,
+IAH_JAX_COMPILATION_CACHE, IAH_JAX_RUNTIME=default override it).
 """
 
 from absl import app
@@ -12,6 +14,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from iah_jax import console
+from iah_jax import phases
+from iah_jax import runtime
 from iah_jax import train
 
 FLAGS = flags.FLAGS
@@ -33,10 +37,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   if FLAGS.distributed:
     jax.distributed.initialize()  # coordinator and process ids from SLURM / TPU metadata
   with console.progress_logging():
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if jax.process_index() == 0:
+    print(phases.report("time of the job by phase (CPU = user + system, all threads)"))
 
 
 if __name__ == "__main__":

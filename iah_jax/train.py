@@ -27,9 +27,11 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
+from iah_jax import compilation
 from iah_jax import config as config_lib
 from iah_jax import methods
 from iah_jax import metrics
+from iah_jax import phases
 from iah_jax.data import features
 from iah_jax.data import pipeline
 from iah_jax.models import backbones
@@ -190,12 +192,13 @@ def make_train_step(
     return new_state, terms
 
   replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(
+  jitted = jax.jit(
       train_step,
       donate_argnums=0,
       in_shardings=(replicated, _batch_sharding(mesh), replicated),
       out_shardings=(replicated, replicated),
   )
+  return compilation.ShapeCompiled(jitted, "train_step")  # logs and times every compile
 
 
 def make_encode_step(model: nn.Module, mesh: Mesh, config: ml_collections.ConfigDict) -> Callable:
@@ -212,7 +215,8 @@ def make_encode_step(model: nn.Module, mesh: Mesh, config: ml_collections.Config
   replicated = NamedSharding(mesh, PartitionSpec())
   data = _batch_sharding(mesh)
   # Codes come back replicated so every process can read the whole batch on the host.
-  return jax.jit(encode_step, in_shardings=(replicated, data, data), out_shardings=replicated)
+  jitted = jax.jit(encode_step, in_shardings=(replicated, data, data), out_shardings=replicated)
+  return compilation.ShapeCompiled(jitted, "encode_step")  # logs and times every compile
 
 
 def _batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -247,6 +251,9 @@ def checkpoint_manager(directory: str, config: ml_collections.ConfigDict) -> ocp
       best_fn=(lambda saved: saved[VALIDATION_METRIC]) if selecting else None,
       best_mode="max",
       create=True,
+      # save() copies the state to host memory and returns; a background thread writes it while
+      # training goes on. The loop waits for it before it returns (and so before any restore).
+      enable_async_checkpointing=True,
   )
   return ocp.CheckpointManager(resolve_path(directory), options=options)
 
@@ -260,7 +267,8 @@ def restore_latest(
   if step is None:
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  with phases.phase("checkpoints"):
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -348,9 +356,15 @@ def train(
       mininterval=2.0,
   )
   window_start = time.perf_counter()
+  timer = phases.default_timer()
   for step in range(start_step, config.num_train_steps):
-    batch = to_global(next(batches), mesh)
-    state, terms = train_step(state, batch, jax.random.fold_in(train_rng, step))
+    with timer.phase("input pipeline"):
+      batch = to_global(next(batches), mesh)
+    with timer.phase("train steps"):
+      state, terms = train_step(state, batch, jax.random.fold_in(train_rng, step))
+      # Waiting for each step charges its CPU time to this phase (it costs no overlap worth
+      # having: tf.data prepares the next batches in its own threads meanwhile).
+      jax.block_until_ready(terms)
     window.append((step, terms))
     progress.update(1)
     last_step = step + 1 == config.num_train_steps
@@ -368,20 +382,25 @@ def train(
       _write_scalars(writer, step + 1, values)
       window, window_start = [], time.perf_counter()
     if validate is None:
-      manager.save(step + 1, args=ocp.args.StandardSave(state), force=last_step)
+      if manager.should_save(step + 1) or last_step:
+        with timer.phase("checkpoints"):
+          manager.save(step + 1, args=ocp.args.StandardSave(state), force=last_step)
     elif (step + 1) % _validation_interval(config) == 0 or last_step:
-      score = validate(state)
+      with timer.phase("validation"):
+        score = validate(state)
       logger.info("step %d: %s=%.4f", step + 1, VALIDATION_METRIC, score)
       _write_scalars(writer, step + 1, {VALIDATION_METRIC: score})
-      manager.save(
-          step + 1,
-          args=ocp.args.StandardSave(state),
-          metrics={VALIDATION_METRIC: score},
-          force=True,
-      )
+      with timer.phase("checkpoints"):
+        manager.save(
+            step + 1,
+            args=ocp.args.StandardSave(state),
+            metrics={VALIDATION_METRIC: score},
+            force=True,
+        )
   progress.close()
-  manager.wait_until_finished()
-  manager.close()
+  with timer.phase("checkpoints"):  # the last asynchronous save finishes before we return
+    manager.wait_until_finished()
+    manager.close()
   return state
 
 
@@ -443,6 +462,7 @@ def _write_scalars(writer, step: int, values: dict) -> None:
 # ----------------------------------------------------------------------------- encode, evaluate
 
 
+@phases.timed("encode")
 def encode_split(
     state: TrainState,
     encode_step: Callable,
@@ -491,6 +511,7 @@ def encode_split(
   return {name: value[order] for name, value in encoded.items()}
 
 
+@phases.timed("evaluate")
 def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDict) -> dict:
   """Semantic Hamming-ranking metrics, and where the method has them, the same codes ranked by
   query-adaptive weighted Hamming distance (`query_adaptive`: QaDWH's ranking, also on IAH's codes)
@@ -543,6 +564,7 @@ def evaluate_run(database: dict, queries: dict, config: ml_collections.ConfigDic
 # ----------------------------------------------------------------------------- the whole job
 
 
+@phases.timed("data")
 def load_dataset(config: ml_collections.ConfigDict):
   """The TFDS builder named by the config, prepared (generated on first use) in data_dir."""
   from iah_jax.data import registry

@@ -1,8 +1,14 @@
 """tf.data input pipeline: TFDS examples (schema of data/features.py) -> host NumPy batches.
 
 Training: per-process split -> shuffle -> repeat -> decode/resize -> batch(drop_remainder)
--> prefetch, decoding after shuffling. Evaluation: the split in its stored order, every example
-once, the last batch padded (``mask`` says which rows are real). Batches are dicts of NumPy arrays:
+-> prefetch, decoding after shuffling. A split whose decoded images fit in `CACHE_LIMIT_BYTES`
+(fixed image shape in the dataset's features, e.g. the embedded 4000 x 64 x 64) is decoded once
+into memory instead: split -> decode -> cache -> shuffle -> repeat -> resize, the same examples
+in the same order (for a split of several shards, every epoch reads them in the first epoch's
+shard order), without decoding every image again in every epoch. Images already stored at
+the model's size are not resized (bilinear resizing to the same size is the identity).
+Evaluation: the split in its stored order, every example once, the last batch padded (``mask``
+says which rows are real). Batches are dicts of NumPy arrays:
 
 - ``image``: float32 [b, S, S, 3] in [0, 1] (resized to S = image_size; proposals are image
   fractions, so resizing leaves them valid),
@@ -22,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from iah_jax import runtime
 from iah_jax.data import features
 
 # TensorFlow only feeds data: keep it off the accelerators JAX uses.
@@ -29,25 +36,53 @@ tf.config.set_visible_devices([], "GPU")
 
 MODEL_KEYS = (features.IMAGE, features.PROPOSALS, features.LABELS)
 
+# Training splits whose decoded uint8 images take at most this much memory are decoded once.
+CACHE_LIMIT_BYTES = 1 << 30
 
-def _preprocess(image_size: int):
-  def preprocess(example):
-    image = tf.io.decode_image(example[features.IMAGE], channels=3, expand_animations=False)
-    image = (
-        tf.image.resize(
-            tf.cast(image, tf.float32), (image_size, image_size), method="bilinear", antialias=True
-        )
-        / 255.0
-    )
-    return {
-        features.IMAGE: tf.clip_by_value(image, 0.0, 1.0),
-        features.PROPOSALS: tf.cast(example[features.PROPOSALS], tf.float32),
-        features.LABELS: tf.cast(example[features.LABELS], tf.float32),
-        features.INDEX: example[features.INDEX],
-        features.IMAGE_ID: example[features.IMAGE_ID],
-    }
 
-  return preprocess
+def _decode(example):
+  """The stored example -> uint8 image [h, w, 3] and the fields the batches carry."""
+  return {
+      features.IMAGE: tf.io.decode_image(
+          example[features.IMAGE], channels=3, expand_animations=False
+      ),
+      features.PROPOSALS: tf.cast(example[features.PROPOSALS], tf.float32),
+      features.LABELS: tf.cast(example[features.LABELS], tf.float32),
+      features.INDEX: example[features.INDEX],
+      features.IMAGE_ID: example[features.IMAGE_ID],
+  }
+
+
+def _stored_image_shape(builder: tfds.core.DatasetBuilder):
+  """(h, w, channels) when every stored image has that shape, else None."""
+  shape = tuple(builder.info.features[features.IMAGE].shape)
+  return shape if len(shape) == 3 and all(size is not None for size in shape) else None
+
+
+def _to_model_input(image_size: int, stored_shape):
+  """Decoded example -> float32 image [S, S, 3] in [0, 1], resized unless stored at S x S."""
+  resize = stored_shape is None or tuple(stored_shape[:2]) != (image_size, image_size)
+
+  def to_model_input(example):
+    image = tf.cast(example[features.IMAGE], tf.float32)
+    if resize:
+      image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+    return dict(example, **{features.IMAGE: tf.clip_by_value(image / 255.0, 0.0, 1.0)})
+
+  return to_model_input
+
+
+def _preprocess(image_size: int, stored_shape=None):
+  """Stored example -> model input (decode, then `_to_model_input`)."""
+  finish = _to_model_input(image_size, stored_shape)
+  return lambda example: finish(_decode(example))
+
+
+def _fits_in_cache(builder: tfds.core.DatasetBuilder, split: str) -> bool:
+  shape = _stored_image_shape(builder)
+  if shape is None:
+    return False
+  return num_examples(builder, split) * int(np.prod(shape)) <= CACHE_LIMIT_BYTES
 
 
 def _read(builder: tfds.core.DatasetBuilder, split: str, shuffle_files: bool, seed: int):
@@ -104,12 +139,18 @@ def train_batches(
   # Each process shuffles its own share with its own seed, so the same images do not keep
   # meeting in one global batch.
   seed = seed + 1_000_003 * jax.process_index()
-  dataset = _read(
-      builder, tfds.split_for_jax_process(split, drop_remainder=True), shuffle_files=True, seed=seed
-  )
+  process_split = tfds.split_for_jax_process(split, drop_remainder=True)
+  dataset = _read(builder, process_split, shuffle_files=True, seed=seed)
+  stored_shape = _stored_image_shape(builder)
+  cached = _fits_in_cache(builder, split)  # the whole split: an upper bound of this share
+  if cached:  # decode each image once; shuffling the decoded examples gives the same order
+    dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
   dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-  dataset = dataset.map(_preprocess(image_size), num_parallel_calls=tf.data.AUTOTUNE)
+  finish = _to_model_input if cached else _preprocess
+  prepare = finish(image_size, stored_shape)
+  dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  dataset = dataset.with_options(runtime.data_options())
   for batch in tfds.as_numpy(dataset):
     yield validate_batch(batch)
 
@@ -123,8 +164,11 @@ def eval_batches(
   unlabelled queries are the metrics' business (see metrics.py).
   """
   dataset = _read(builder, split, shuffle_files=False, seed=0)
-  dataset = dataset.map(_preprocess(image_size), num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.map(
+      _preprocess(image_size, _stored_image_shape(builder)), num_parallel_calls=tf.data.AUTOTUNE
+  )
   dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  dataset = dataset.with_options(runtime.data_options())
   for batch in tfds.as_numpy(dataset):
     real = batch[features.LABELS].shape[0]
     batch["mask"] = np.arange(batch_size) < real
