@@ -42,8 +42,9 @@ import numpy as np
 
 from iah_jax import config as config_lib
 from iah_jax import console
-from iah_jax import metrics
 from iah_jax import methods
+from iah_jax import metrics
+from iah_jax import runtime
 from iah_jax import train
 from iah_jax.data import features
 
@@ -218,6 +219,7 @@ def format_table(results: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   bits = [int(value) for value in FLAGS.bits]
   if any(q < 1 for q in bits):
     raise ValueError(f"--bits must be positive integers, got {FLAGS.bits}")

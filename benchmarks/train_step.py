@@ -22,6 +22,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from iah_jax import methods
+from iah_jax import runtime
 from iah_jax import train
 from iah_jax.models import iah
 
@@ -64,6 +65,7 @@ def random_batch(batch_size, image_size, num_proposals, num_classes, seed=0):
 
 def main(argv):
   del argv
+  runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   config = FLAGS.config
   q, b = int(config.semantic_bits[0]), int(config.bits_per_category[0])
   c, n = FLAGS.num_classes, FLAGS.num_proposals
