@@ -9,8 +9,8 @@ runs/default/results.json and prints the time by phase.
 
 Expected run time on a 2-core CPU: 679 CPU-s (user + system) with the dataset already generated,
 +45 CPU-s to generate it on the first run; measured at load average 9-16 (48.7 min wall there).
-Idle, about 5-6 min wall (estimate: CPU / 1.8 cores). README "Default config" has the breakdown;
-`python -m benchmarks.default_job --workdir DIR` measures it.
+Idle, about 5.5 min wall, 6 with the dataset (estimate: ~595 CPU-s / 1.8 cores). README "Default
+config" has the breakdown; `python -m benchmarks.default_job --workdir DIR` measures it.
 """
 
 from iah_jax.config import base_config
