@@ -44,6 +44,7 @@ from iah_jax import config as config_lib
 from iah_jax import console
 from iah_jax import evaluate
 from iah_jax import metrics
+from iah_jax import runtime
 from iah_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,6 +164,7 @@ def format_table(results: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   if not all(value.isdigit() and int(value) > 0 for value in FLAGS.bits):
     raise app.UsageError(f"--bits must be positive integers, got {FLAGS.bits}")
   bits = [int(value) for value in FLAGS.bits]

@@ -24,6 +24,7 @@ import numpy as np
 from iah_jax import cli
 from iah_jax import config as config_lib
 from iah_jax import methods
+from iah_jax import runtime
 from iah_jax import train
 from iah_jax.models import iah
 
@@ -66,6 +67,7 @@ def random_batch(batch_size, image_size, num_proposals, num_classes, seed=0):
 
 def main(argv):
   del argv
+  runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   config = config_lib.validate_config(FLAGS.config)
   q, b = int(config.semantic_bits[0]), int(config.bits_per_category[0])
   c, n = FLAGS.num_classes, FLAGS.num_proposals

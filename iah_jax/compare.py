@@ -34,6 +34,7 @@ from iah_jax import baselines
 from iah_jax import cli
 from iah_jax import config as config_lib
 from iah_jax import methods as method_registry
+from iah_jax import runtime
 
 PRETRAINED = "pretrained"  # iah_jax.comparison.cells.PRETRAINED, without importing the comparison
 FLAGS = flags.FLAGS
@@ -97,6 +98,7 @@ def check_choices(config, methods: list[str], features_from: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   config = FLAGS.config
   check_choices(config, list(FLAGS.methods), FLAGS.features_from)
   bits = parse_positive_ints(FLAGS.bits or config.semantic_bits, "bits")

@@ -30,9 +30,11 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from iah_jax import compilation
 from iah_jax import config as config_lib
 from iah_jax import methods
 from iah_jax import metrics
+from iah_jax import phases
 from iah_jax import train
 from iah_jax.data import features
 from iah_jax.data import pipeline
@@ -86,9 +88,11 @@ def make_encode_step(
   replicated = NamedSharding(mesh, PartitionSpec())
   data = train.batch_sharding(mesh)
   # Codes come back replicated so every process can read the whole batch on the host.
-  return jax.jit(encode_step, in_shardings=(replicated, data, data), out_shardings=replicated)
+  jitted = jax.jit(encode_step, in_shardings=(replicated, data, data), out_shardings=replicated)
+  return compilation.ShapeCompiled(jitted, "encode_step")  # logs and times every compile
 
 
+@phases.timed("encode")
 def encode_split(
     state: train.TrainState,
     encode_step: Callable,
@@ -140,6 +144,7 @@ def encode_split(
 # ----------------------------------------------------------------------------- evaluate
 
 
+@phases.timed("evaluate")
 def evaluate_codes(database: dict, queries: dict, config: ml_collections.ConfigDict) -> dict:
   """The metrics of encoded splits (`encode_split`), as config.method's capabilities declare.
 

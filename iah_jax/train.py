@@ -30,11 +30,13 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from iah_jax import checkpoints
-from iah_jax.errors import RunError
+from iah_jax import compilation
 from iah_jax import methods
 from iah_jax import metrics
+from iah_jax import phases
 from iah_jax import run_manifest
 from iah_jax import summaries
+from iah_jax.errors import RunError
 from iah_jax.data import features
 from iah_jax.data import pipeline
 from iah_jax.models import backbones
@@ -196,12 +198,13 @@ def make_train_step(
     return new_state, terms
 
   replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(
+  jitted = jax.jit(
       train_step,
       donate_argnums=0,
       in_shardings=(replicated, batch_sharding(mesh), replicated),
       out_shardings=(replicated, replicated),
   )
+  return compilation.ShapeCompiled(jitted, "train_step")  # logs and times every compile
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -251,6 +254,9 @@ def checkpoint_manager(directory: str, config: ml_collections.ConfigDict) -> ocp
           else None
       ),
       create=True,
+      # save() copies the state to host memory and returns; a background thread writes it while
+      # training goes on. The loop waits for it before it returns (and so before any restore).
+      enable_async_checkpointing=True,
   )
   return ocp.CheckpointManager(resolve_path(directory), options=options)
 
@@ -264,7 +270,8 @@ def restore_latest(
   Each candidate is verified (checksums, shapes, finite values) and damaged steps are passed
   over with a warning (`iah_jax.checkpoints.restore`); CheckpointError when none is intact.
   """
-  return checkpoints.restore(manager, state, metric=VALIDATION_METRIC if best else None)
+  with phases.phase("checkpoints"):
+    return checkpoints.restore(manager, state, metric=VALIDATION_METRIC if best else None)
 
 
 TRAIN_SECONDS = "train_seconds"  # custom metadata of every checkpoint step
@@ -383,10 +390,16 @@ def train(
       mininterval=2.0,
   )
   window_start = time.perf_counter()
+  timer = phases.default_timer()
   try:
     for step in range(start_step, config.num_train_steps):
-      batch = to_global(next(batches), mesh)
-      state, terms = train_step(state, batch, jax.random.fold_in(train_rng, step))
+      with timer.phase("input pipeline"):
+        batch = to_global(next(batches), mesh)
+      with timer.phase("train steps"):
+        state, terms = train_step(state, batch, jax.random.fold_in(train_rng, step))
+        # Waiting for each step charges its CPU time to this phase (it costs no overlap worth
+        # having: tf.data prepares the next batches in its own threads meanwhile).
+        jax.block_until_ready(terms)
       window.append((step + 1, terms))
       progress.update(1)
       saver.seal_finished()
@@ -414,18 +427,21 @@ def train(
       if saving:
         score = None
         if validate is not None:
-          score = validate(state)
+          with timer.phase("validation"):
+            score = validate(state)
           logger.info("step %d: %s=%.4f", step + 1, VALIDATION_METRIC, score)
           _write_scalars(writer, step + 1, {VALIDATION_METRIC: score})
-        saver.save(
-            step + 1,
-            state,
-            metrics=None if score is None else {VALIDATION_METRIC: score},
-            custom_metadata={TRAIN_SECONDS: seconds_before + time.perf_counter() - session_start},
-        )
+        with timer.phase("checkpoints"):
+          saver.save(
+              step + 1,
+              state,
+              metrics=None if score is None else {VALIDATION_METRIC: score},
+              custom_metadata={TRAIN_SECONDS: seconds_before + time.perf_counter() - session_start},
+          )
   finally:
     progress.close()
-    saver.close()  # the last save completes (and is sealed) even when training stopped
+    with timer.phase("checkpoints"):  # the last asynchronous save finishes (and is sealed) even
+      saver.close()  # when training stopped
   return state
 
 
@@ -497,6 +513,7 @@ def _write_scalars(writer, step: int, values: dict) -> None:
 # ----------------------------------------------------------------------------- data
 
 
+@phases.timed("data")
 def load_dataset(config: ml_collections.ConfigDict):
   """The TFDS builder named by the config, prepared (generated on first use) in data_dir."""
   from iah_jax.data import registry

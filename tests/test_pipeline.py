@@ -108,3 +108,47 @@ def test_split_smaller_than_a_batch_is_a_clear_error(tiny_data_dir):
   builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
   with pytest.raises(ValueError, match=r"'train' has 96 examples, fewer than one batch of 128"):
     pipeline.train_steps_per_epoch(builder, "train", 128)
+
+
+@pytest.mark.parametrize("image_size", [64, 32])  # stored at 64: not resized / resized
+def test_decoded_cache_gives_the_same_batches_as_decoding_every_epoch(
+    tiny_data_dir, monkeypatch, image_size
+):
+  builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
+  assert pipeline._fits_in_cache(builder, "train")  # 96 images of 64 x 64: the cached path
+
+  def batches():
+    stream = pipeline.train_batches(
+        builder,
+        split="train",
+        global_batch_size=8,
+        image_size=image_size,
+        seed=3,
+        shuffle_buffer=64,
+    )
+    return [next(stream) for _ in range(30)]  # 2.5 epochs of 12 batches
+
+  cached = batches()
+  monkeypatch.setattr(pipeline, "CACHE_LIMIT_BYTES", 0)  # decode after shuffling, every epoch
+  assert not pipeline._fits_in_cache(builder, "train")
+  decoded_each_epoch = batches()
+  for a, b in zip(cached, decoded_each_epoch):
+    for key in ("index", "image", "proposals", "labels"):
+      np.testing.assert_array_equal(a[key], b[key])
+  assert cached[0]["image"].shape == (8, image_size, image_size, 3)
+
+
+def test_images_stored_at_the_model_size_are_not_resized_and_equal_the_resized_ones(tiny_data_dir):
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")
+  assert pipeline._stored_image_shape(builder) == (64, 64, 3)
+  examples = pipeline._read(builder, "test", shuffle_files=False, seed=0).take(4)
+  resized = tfds.as_numpy(examples.map(pipeline._preprocess(64, stored_shape=None)).batch(4))
+  kept = tfds.as_numpy(examples.map(pipeline._preprocess(64, stored_shape=(64, 64, 3))).batch(4))
+  resized, kept = next(iter(resized)), next(iter(kept))
+  np.testing.assert_array_equal(resized["image"], kept["image"])
+  raw = next(iter(tfds.as_numpy(examples.map(lambda example: example["image"]).batch(4))))
+  decoded = np.stack([tf.io.decode_image(image).numpy() for image in raw])
+  np.testing.assert_array_equal(kept["image"], decoded.astype(np.float32) / 255.0)

@@ -2,8 +2,13 @@
 
 Training: per-process split -> epochs, each shuffled with a seed drawn from (seed, epoch) ->
 decode/resize -> batch(drop_remainder) -> prefetch, decoding after shuffling; the batch of step s
-is a pure function of (seed, s), so resumed runs see the batches of an uninterrupted one. Evaluation: the split in its stored order, every example
-once, the last batch padded (``mask`` says which rows are real). Batches are dicts of NumPy arrays:
+is a pure function of (seed, s), so resumed runs see the batches of an uninterrupted one. A split
+whose decoded images fit in `CACHE_LIMIT_BYTES` (fixed image shape in the dataset's features,
+e.g. the embedded 4000 x 64 x 64) is decoded once into memory before the first epoch instead,
+giving the same examples in the same order without decoding every image again every epoch.
+Images already stored at the model's size are not resized (bilinear resizing to the same size is
+the identity). Evaluation: the split in its stored order, every example once, the last batch
+padded (``mask`` says which rows are real). Batches are dicts of NumPy arrays:
 
 - ``image``: float32 [b, S, S, 3] in [0, 1] (resized to S = image_size; proposals are image
   fractions, so resizing leaves them valid),
@@ -23,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from iah_jax import runtime
 from iah_jax.data import features
 
 # TensorFlow only feeds data: keep it off the accelerators JAX uses.
@@ -30,31 +36,63 @@ tf.config.set_visible_devices([], "GPU")
 
 MODEL_KEYS = (features.IMAGE, features.PROPOSALS, features.LABELS)
 
+# Training splits whose decoded uint8 images take at most this much memory are decoded once.
+CACHE_LIMIT_BYTES = 1 << 30
 
-def resize_for_model(image: tf.Tensor, image_size: int) -> tf.Tensor:
+
+def resize_for_model(image: tf.Tensor, image_size: int, resize: bool = True) -> tf.Tensor:
   """uint8 [H, W, 3] -> float32 [S, S, 3] in [0, 1], S = image_size: what the model sees of a
-  decoded image (bilinear with antialiasing). Serving applies it to users' photos too."""
-  image = (
-      tf.image.resize(
-          tf.cast(image, tf.float32), (image_size, image_size), method="bilinear", antialias=True
-      )
-      / 255.0
-  )
-  return tf.clip_by_value(image, 0.0, 1.0)
+  decoded image (bilinear with antialiasing). Serving applies it to users' photos too.
+
+  `resize=False` (the caller knows the image is S x S already) and an image whose static shape
+  is S x S skip the resize, which at the same size is the identity."""
+  image = tf.cast(image, tf.float32)
+  if resize and tuple(image.shape[:2]) != (image_size, image_size):
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+  return tf.clip_by_value(image / 255.0, 0.0, 1.0)
 
 
-def _preprocess(image_size: int):
-  def preprocess(example):
-    image = tf.io.decode_image(example[features.IMAGE], channels=3, expand_animations=False)
-    return {
-        features.IMAGE: resize_for_model(image, image_size),
-        features.PROPOSALS: tf.cast(example[features.PROPOSALS], tf.float32),
-        features.LABELS: tf.cast(example[features.LABELS], tf.float32),
-        features.INDEX: example[features.INDEX],
-        features.IMAGE_ID: example[features.IMAGE_ID],
-    }
+def _decode(example):
+  """The stored example -> uint8 image [h, w, 3] and the fields the batches carry."""
+  return {
+      features.IMAGE: tf.io.decode_image(
+          example[features.IMAGE], channels=3, expand_animations=False
+      ),
+      features.PROPOSALS: tf.cast(example[features.PROPOSALS], tf.float32),
+      features.LABELS: tf.cast(example[features.LABELS], tf.float32),
+      features.INDEX: example[features.INDEX],
+      features.IMAGE_ID: example[features.IMAGE_ID],
+  }
 
-  return preprocess
+
+def _stored_image_shape(builder: tfds.core.DatasetBuilder):
+  """(h, w, channels) when every stored image has that shape, else None."""
+  shape = tuple(builder.info.features[features.IMAGE].shape)
+  return shape if len(shape) == 3 and all(size is not None for size in shape) else None
+
+
+def _to_model_input(image_size: int, stored_shape):
+  """Decoded example -> float32 image [S, S, 3] in [0, 1], resized unless stored at S x S."""
+  resize = stored_shape is None or tuple(stored_shape[:2]) != (image_size, image_size)
+
+  def to_model_input(example):
+    image = resize_for_model(example[features.IMAGE], image_size, resize=resize)
+    return dict(example, **{features.IMAGE: image})
+
+  return to_model_input
+
+
+def _preprocess(image_size: int, stored_shape=None):
+  """Stored example -> model input (decode, then `_to_model_input`)."""
+  finish = _to_model_input(image_size, stored_shape)
+  return lambda example: finish(_decode(example))
+
+
+def _fits_in_cache(builder: tfds.core.DatasetBuilder, split: str) -> bool:
+  shape = _stored_image_shape(builder)
+  if shape is None:
+    return False
+  return num_examples(builder, split) * int(np.prod(shape)) <= CACHE_LIMIT_BYTES
 
 
 def _read(builder: tfds.core.DatasetBuilder, split, shuffle_files: bool, seed: int):
@@ -155,6 +193,14 @@ def train_batches(
   examples = _read(
       builder, tfds.split_for_jax_process(split, drop_remainder=True), shuffle_files=True, seed=seed
   )
+  stored_shape = _stored_image_shape(builder)
+  cached = _fits_in_cache(builder, split)  # the whole split: an upper bound of this share
+  if cached:
+    # Decode each image once: one full pass fills the in-memory cache before the first epoch
+    # (an epoch stops early at its last whole batch, and a cache left unfinished is dropped),
+    # and every epoch then shuffles the decoded examples, in the order of the encoded ones.
+    examples = examples.map(_decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    examples.reduce(np.int64(0), lambda count, _: count + 1)
   epoch_examples = steps_per_epoch * local_batch_size
 
   def epoch(number):
@@ -169,11 +215,11 @@ def train_batches(
   dataset = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
   # Every epoch holds whole batches, so batching after the epochs are joined keeps batches
   # inside epochs while the decoding runs on across epoch boundaries.
-  dataset = dataset.map(_preprocess(image_size), num_parallel_calls=tf.data.AUTOTUNE)
+  prepare = (_to_model_input if cached else _preprocess)(image_size, stored_shape)
+  dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  options = tf.data.Options()
-  options.deterministic = True  # the order above is the resume guarantee: keep parallel map ordered
-  dataset = dataset.with_options(options)
+  # The order above is the resume guarantee: data_options keeps the parallel map ordered.
+  dataset = dataset.with_options(runtime.data_options())
   for batch in tfds.as_numpy(dataset):
     yield validate_batch(batch)
 
@@ -187,8 +233,11 @@ def eval_batches(
   unlabelled queries are the metrics' business (see metrics.py).
   """
   dataset = _read(builder, split, shuffle_files=False, seed=0)
-  dataset = dataset.map(_preprocess(image_size), num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.map(
+      _preprocess(image_size, _stored_image_shape(builder)), num_parallel_calls=tf.data.AUTOTUNE
+  )
   dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  dataset = dataset.with_options(runtime.data_options())
   for batch in tfds.as_numpy(dataset):
     real = batch[features.LABELS].shape[0]
     batch["mask"] = np.arange(batch_size) < real
