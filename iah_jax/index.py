@@ -15,6 +15,7 @@ from absl import flags
 
 from iah_jax import cli
 from iah_jax import console
+from iah_jax import runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run", None, "Trained run directory (WORKDIR/q<q>_b<b> of iah_jax.main).")
@@ -35,6 +36,7 @@ flags.mark_flags_as_required(["run", "images", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   from iah_jax.serving import indexing  # light: JAX is imported only after the input checks
 
   with console.progress_logging() as logger:

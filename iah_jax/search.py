@@ -17,6 +17,7 @@ from absl import flags
 
 from iah_jax import cli
 from iah_jax import console
+from iah_jax import runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("index", None, "Index directory written by iah_jax.index.")
@@ -36,6 +37,7 @@ flags.mark_flags_as_required(["index", "query", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   from iah_jax.serving import querying  # light: JAX is imported only after the input checks
 
   with console.progress_logging() as logger:
