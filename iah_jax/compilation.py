@@ -69,6 +69,10 @@ class ShapeCompiled:
     self.compiles = 0
 
   def __call__(self, *args):
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args)):
+      # Traced by an outer transformation (eval_shape, jit, vmap): compiled executables cannot
+      # take tracers, and the outer transformation compiles the whole anyway.
+      return self._jitted(*args)
     key = signature(args)
     executable = self._executables.get(key)
     if executable is None:
@@ -90,6 +94,10 @@ class ShapeCompiled:
     self._executables[key] = executable
     self.compiles += 1
     return executable
+
+  def eval_shape(self, *args):
+    """Output shapes and dtypes of the wrapped function (`jax.eval_shape`), compiling nothing."""
+    return jax.eval_shape(self._jitted, *args)
 
   def lower(self, *args):
     """The wrapped function's `lower` (benchmarks and tests inspect the compiled HLO)."""

@@ -67,3 +67,14 @@ def test_compile_time_is_charged_to_the_compile_phase():
   step(jnp.ones(5))
   step(jnp.ones(5))
   assert timer.totals[compilation.COMPILE_PHASE].count == before + 1
+
+
+def test_traced_calls_and_eval_shape_compile_nothing():
+  step = compilation.ShapeCompiled(jax.jit(lambda x: (2 * x).astype(jnp.int32)), "traced")
+  shapes = step.eval_shape(jnp.ones((5, 3)))
+  assert shapes.shape == (5, 3) and shapes.dtype == jnp.int32
+  # Inside an outer transformation the step runs traced (an executable cannot take tracers).
+  outer = jax.jit(lambda x: step(x) + 1)
+  np.testing.assert_array_equal(outer(jnp.ones((2, 2))), 3 * np.ones((2, 2), np.int32))
+  assert jax.eval_shape(step, jnp.ones((4,))).shape == (4,)
+  assert step.compiles == 0

@@ -62,7 +62,7 @@ class Encoder:
     self.batch_size = batch_size + (-batch_size) % mesh.size
     self._encode_step = evaluate.make_encode_step(model, mesh, self.config)
     images, proposals = self._padded(np.zeros((1, self.image_size, self.image_size, 3)), None)
-    code_shapes = jax.eval_shape(self._encode_step, state, images, proposals)
+    code_shapes = self._encode_step.eval_shape(state, images, proposals)
     has_proposal_probs = jax.eval_shape(
         lambda *args: {
             name: value
