@@ -46,15 +46,15 @@ def main(argv):
   if os.path.exists(FLAGS.workdir):
     raise app.UsageError(f"--workdir {FLAGS.workdir} exists; the benchmark needs a fresh one")
   from iah_jax import console
+  from iah_jax import evaluate
   from iah_jax import phases
-  from iah_jax import train
 
   config = _default_config()
   if FLAGS.data_dir:
     config.dataset.data_dir = FLAGS.data_dir
   timer = phases.default_timer()
   with console.progress_logging():
-    results = train.train_and_evaluate(config, FLAGS.workdir)
+    results = evaluate.run(config, FLAGS.workdir)
   total = timer.elapsed()
   print(timer.report("default job by phase (CPU = user + system, all threads)"))
   print(
