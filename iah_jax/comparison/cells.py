@@ -119,7 +119,8 @@ def seeded_path(unsuffixed: str, suffixed: str, seed: int, config_seed: int, rec
   return unsuffixed if seed == config_seed else suffixed
 
 
-def _run_dir_seed(run_dir: str) -> int | None:
+def recorded_run_seed(run_dir: str) -> int | None:
+  """The seed a run directory's run_manifest.json records (None: no manifest)."""
   path = run_manifest.manifest_path(run_dir)
   if not os.path.exists(path):
     return None
@@ -150,7 +151,7 @@ def run_directory(
   unsuffixed = os.path.join(workdir, method, f"q{bits}_b{category_bits}")
   if seed is None or config_seed is None:
     return unsuffixed
-  return seeded_path(unsuffixed, f"{unsuffixed}_s{seed}", seed, config_seed, _run_dir_seed)
+  return seeded_path(unsuffixed, f"{unsuffixed}_s{seed}", seed, config_seed, recorded_run_seed)
 
 
 def cell_path(
@@ -440,7 +441,9 @@ def run_cell(
     raise ValueError(
         f"{path} was fitted on features from "
         f"{cell['features_from']!r}, not {features_from!r}: delete it (or use another workdir) "
-        "to refit; one report never mixes feature sources silently"
+        f"to refit, or pass --features_from {cell['features_from']} (without the flag, "
+        "`pretrained` is the default when config.model.pretrained is set); one report never "
+        "mixes feature sources silently"
     )
   if cell is not None:
     logger.info("%s: finished earlier (%s)", cell_name(method, bits, seed), path)
