@@ -22,6 +22,15 @@ across loads) and the load average, and writes them to <workdir>/miml_results.js
 from <workdir>/q<q>_b<b> (delete it to retrain). Any config field can be overridden, e.g.
 --config.num_train_steps=500 (the dataset and bit-length fields are set from the flags).
 
+--seeds 0,1,2 (default: the config's seed only, the output as before) trains IAH once per seed
+with config.seed = that seed, in <workdir>/q<q>_b<b> for the config's seed and
+<workdir>/q<q>_b<b>_s<seed> for the others (a directory whose run_manifest.json records another
+seed is not reused), hashes LSH with hyperplane seed lsh_seed + (seed - config.seed), keeps every
+seed's figures in miml_results.json's "seed_runs" and prints mean ± std over the seeds (sample
+std, ddof = 1; "summary"). Each run's database codes are checked for collapse
+(iah_jax.retrieval.code_health: a WARNING naming the run, "code_health" in the results, COLLAPSED
+in the table).
+
 The first run prepares the TFDS files under --data_dir (selective search on 2000 images, ~0.13
 CPU-s each, a few minutes on 2 cores; later runs reuse them).
 """
@@ -46,6 +55,8 @@ from iah_jax import evaluate
 from iah_jax import metrics
 from iah_jax import runtime
 from iah_jax import train
+from iah_jax.comparison import cells as cell_lib
+from iah_jax.retrieval import code_health
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,6 +82,7 @@ flags.DEFINE_string(
     "TFDS data_dir for the prepared MIML files " "(default: the config's, ~/tensorflow_datasets).",
 )
 flags.DEFINE_integer("lsh_seed", 0, "Seed of the random hyperplanes.")
+flags.DEFINE_list("seeds", None, "Training seeds (default: the config's seed).")
 
 METRIC_NAMES = ("map", "wmap", "ndcg@100", "acg@100")
 
@@ -97,20 +109,41 @@ def lsh_codes(
   )
 
 
-def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict:
-  """Trains (or resumes) IAH for q semantic bits, returns both methods' metrics and times."""
+def run_directory(workdir: str, q: int, b: int, seed: int, config_seed: int) -> str:
+  """<workdir>/q<q>_b<b> for the config's seed (as before seeds), else ..._s<seed>."""
+  unsuffixed = os.path.join(workdir, f"q{q}_b{b}")
+  return cell_lib.seeded_path(
+      unsuffixed, f"{unsuffixed}_s{seed}", seed, config_seed, cell_lib.recorded_run_seed
+  )
+
+
+def run_bits(
+    config, builder, mesh, workdir: str, q: int, lsh_seed: int, seed: int | None = None
+) -> dict:
+  """Trains (or resumes) IAH for q semantic bits with config.seed = `seed` (default the
+  config's), returns both methods' metrics and times."""
   b = max(1, q // 4)
-  config = config_lib.validate_config(evaluate.pair_config(config, q, b))
+  config_seed = int(config.seed)
+  seed = config_seed if seed is None else int(seed)
+  config = evaluate.pair_config(config, q, b)
+  with config.unlocked():
+    config.seed = seed
+  config = config_lib.validate_config(config)
+  lsh_seed += seed - config_seed  # the config's seed hashes with lsh_seed itself, as before
   cpu = cpu_seconds()
   model, state, best_step, train_wall = evaluate.train_and_restore(
-      config, builder, mesh, os.path.join(workdir, f"q{q}_b{b}"), jax.random.PRNGKey(config.seed)
+      config,
+      builder,
+      mesh,
+      run_directory(workdir, q, b, seed, config_seed),
+      jax.random.PRNGKey(config.seed),
   )
   train_cpu = cpu_seconds() - cpu
 
   wall, cpu = time.perf_counter(), cpu_seconds()
   # One forward pass gives the IAH codes and the pooled backbone features LSH hashes.
   evaluated, database, queries = evaluate.encode_and_evaluate(
-      config, model, state, builder, mesh, backbone_features=True
+      config, model, state, builder, mesh, backbone_features=True, run_name=f"iah q{q} seed {seed}"
   )
   ks = tuple(int(k) for k in config.eval.ks)
   lsh_database, lsh_queries = lsh_codes(
@@ -119,9 +152,14 @@ def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict
   lsh_metrics = metrics.retrieval_metrics(
       lsh_queries, lsh_database, queries["labels"], database["labels"], ks=ks, ties=config.eval.ties
   )
+  lsh_health = {"semantic": code_health.code_health(lsh_database)}
+  evaluate.warn_if_collapsed(lsh_health, f"lsh_backbone q{q} seed {seed}")
   return {
       "iah": {name: float(evaluated["semantic"][name]) for name in METRIC_NAMES},
       "lsh_backbone": {name: float(lsh_metrics[name]) for name in METRIC_NAMES},
+      "code_health": {"iah": evaluated["code_health"], "lsh_backbone": lsh_health},
+      "seed": seed,
+      "lsh_seed": lsh_seed,
       "bits_per_category": b,
       "best_step": best_step,
       "num_train_steps": config.num_train_steps,
@@ -134,18 +172,72 @@ def run_bits(config, builder, mesh, workdir: str, q: int, lsh_seed: int) -> dict
   }
 
 
+METHODS = (("iah", "IAH semantic"), ("lsh_backbone", "LSH on backbone GAP"))
+
+
+def summarize(seed_runs: dict) -> dict:
+  """{q: {method: {metric: {"mean", "std"}}}} over the seeds of `seed_runs` ({seed: {q: row}});
+  std is the sample standard deviation (ddof = 1)."""
+  summary: dict = {}
+  seeds = list(seed_runs)
+  for q in seed_runs[seeds[0]]:
+    summary[q] = {}
+    for method, _ in METHODS:
+      summary[q][method] = {}
+      for name in METRIC_NAMES:
+        values = np.asarray([seed_runs[seed][q][method][name] for seed in seeds], np.float64)
+        summary[q][method][name] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+        }
+  return summary
+
+
+def collapsed_runs(seed_runs: dict) -> list[str]:
+  """'method q=.. seed ..: description' of every collapsed code of `seed_runs`."""
+  found = []
+  for seed, runs in seed_runs.items():
+    for q, row in runs.items():
+      for method, health in row.get("code_health", {}).items():
+        for kind, figures in health.items():
+          if figures["collapsed"]:
+            found.append(f"{method} q={q} seed {seed} ({kind}): {code_health.describe(figures)}")
+  return found
+
+
 def format_table(results: dict) -> str:
   lines = [
       f"MIML: {results['num_queries']} queries vs {results['num_database']} database "
       "images, Hamming ranking (ties by database index)",
       f"{'method':<26}{'bits':>5}" + "".join(f"{name:>10}" for name in METRIC_NAMES),
   ]
-  for method, title in (("iah", "IAH semantic"), ("lsh_backbone", "LSH on backbone GAP")):
-    for q, row in results["runs"].items():
-      lines.append(
-          f"{title:<26}{q:>5}" + "".join(f"{row[method][name]:>10.4f}" for name in METRIC_NAMES)
-      )
-  for q, row in results["runs"].items():
+  if "summary" in results:
+    lines[0] += (
+        f"; mean ± std (sample, ddof = 1) over {len(results['seed_runs'])} seeds "
+        f"({', '.join(results['seed_runs'])})"
+    )
+    for method, title in METHODS:
+      for q, row in results["summary"].items():
+        lines.append(
+            f"{title:<26}{q:>5}"
+            + "".join(
+                f"  {row[method][name]['mean']:.4f}±{row[method][name]['std']:.4f}"
+                for name in METRIC_NAMES
+            )
+        )
+  else:
+    for method, title in METHODS:
+      for q, row in results["runs"].items():
+        lines.append(
+            f"{title:<26}{q:>5}" + "".join(f"{row[method][name]:>10.4f}" for name in METRIC_NAMES)
+        )
+  for description in collapsed_runs(results.get("seed_runs") or {"-": results["runs"]}):
+    lines.append(f"COLLAPSED {description}: its ranking is the tie order")
+  for q, row in (
+      (f"{q} seed {seed}" if "summary" in results else q, row)
+      for seed, runs in (results.get("seed_runs") or {"-": results["runs"]}).items()
+      for q, row in runs.items()
+  ):
     lines.append(
         f"q={q}: best step {row['best_step']} of {row['num_train_steps']}; train "
         f"{row['train_wall_seconds'] / 60:.1f} min wall, "
@@ -168,6 +260,10 @@ def main(argv):
   if not all(value.isdigit() and int(value) > 0 for value in FLAGS.bits):
     raise app.UsageError(f"--bits must be positive integers, got {FLAGS.bits}")
   bits = [int(value) for value in FLAGS.bits]
+  seed_values = FLAGS.seeds or [str(FLAGS.config.seed)]
+  if not all(value.isdigit() for value in seed_values) or len(set(seed_values)) != len(seed_values):
+    raise app.UsageError(f"--seeds must be distinct non-negative integers, got {FLAGS.seeds}")
+  seeds = [int(value) for value in seed_values]
   if not os.path.isfile(os.path.join(FLAGS.data_path, "labels.csv")):
     raise app.UsageError(
         f"--data_path {FLAGS.data_path!r} holds no labels.csv (expected the "
@@ -186,17 +282,25 @@ def main(argv):
   with console.progress_logging() as logger:
     builder = train.load_dataset(config)
     mesh = train.make_mesh()
-    runs = {}
-    for q in bits:
-      runs[str(q)] = run_bits(config, builder, mesh, workdir, q, FLAGS.lsh_seed)
-      logger.info("q=%d: IAH %s", q, runs[str(q)]["iah"])
-      logger.info("q=%d: LSH %s", q, runs[str(q)]["lsh_backbone"])
+    seed_runs = {}
+    for seed in seeds:
+      runs = seed_runs[str(seed)] = {}
+      for q in bits:
+        runs[str(q)] = run_bits(config, builder, mesh, workdir, q, FLAGS.lsh_seed, seed)
+        logger.info("q=%d seed %d: IAH %s", q, seed, runs[str(q)]["iah"])
+        logger.info("q=%d seed %d: LSH %s", q, seed, runs[str(q)]["lsh_backbone"])
+  first = next(iter(seed_runs.values()))
   results = {
       "dataset": "miml",
       "data_path": config.dataset.options.data_path,
-      "runs": runs,
-      "num_queries": next(iter(runs.values()))["num_queries"],
-      "num_database": next(iter(runs.values()))["num_database"],
+      # One seed: as before seeds existed; several: every seed's runs and their mean ± std.
+      **(
+          {"runs": first}
+          if len(seeds) == 1
+          else {"seed_runs": seed_runs, "summary": summarize(seed_runs)}
+      ),
+      "num_queries": next(iter(first.values()))["num_queries"],
+      "num_database": next(iter(first.values()))["num_database"],
       "wall_seconds": time.perf_counter() - wall,
       "cpu_seconds": cpu_seconds() - cpu,
       "cpus": os.cpu_count(),

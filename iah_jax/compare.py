@@ -11,15 +11,23 @@ Methods (--methods, default all): deep `iah`, `one_stage`, `dsrh`, `qadwh`,
 config.method and the bit lengths change) and shallow `itq_cca`, `itq`, `sh`, `lsh` (fitted on
 the pooled backbone features of the config's train split; --features_from names the deep method
 whose trained backbone at the same code length gives them, or `pretrained` for the untouched
-config.model.pretrained backbone, the paper's setting). Code lengths: --bits (default the
-config's semantic_bits); b per category is the config's pairing, else q / 4.
+config.model.pretrained backbone, the paper's setting; default `pretrained` when the config sets
+config.model.pretrained, else `iah`). Code lengths: --bits (default the config's semantic_bits);
+b per category is the config's pairing, else q / 4. Seeds: --seeds (default the config's seed
+only): every (method, bits) cell is trained / fitted once per seed with config.seed = that seed
+(a shallow baseline on the backbone its feature source trained with the same seed), and the
+report gives mean ± std over the seeds (sample std), claiming a column's best only where its
+interval overlaps no other row's.
 
 Writes <workdir>/comparison.md (IAH Table II layout: NDCG@k and ACG@k for the config's
 eval.ks, MAP, weighted MAP), ndcg_q<q>.png / acg_q<q>.png (Figs. 6-7, m from --curve_ks) and
 per_category_map_b<b>.png (Figs. 8-9), covering every cell finished in the workdir (earlier
-calls with other bits or methods included). It resumes: each finished (method, bits) cell is kept in
-<workdir>/cells/ and not recomputed; deep runs resume from their checkpoints. The workdir must be
-a local directory.
+calls with other bits, methods or seeds included). It resumes: each finished (method, bits,
+seed) cell is kept in <workdir>/cells/ (<method>_q<q>.json for the config's seed, as before seeds
+existed, <method>_q<q>_s<seed>.json for the others) and not recomputed; deep runs resume from their
+checkpoints (<workdir>/<method>/q<q>_b<b>, ..._s<seed> for other seeds). Cells whose database
+codes collapsed (a handful of distinct codes: the ranking is the tie order) are logged as a
+WARNING and marked † in the report, never bold. The workdir must be a local directory.
 """
 
 from __future__ import annotations
@@ -50,9 +58,13 @@ flags.DEFINE_list(
 flags.DEFINE_list("bits", None, "Code lengths q (default: the config's semantic_bits).")
 flags.DEFINE_string(
     "features_from",
-    "iah",
-    "Backbone features for the shallow baselines: a "
-    "deep method's trained backbone at the same q, or 'pretrained'.",
+    None,
+    "Backbone features for the shallow baselines: a deep method's trained backbone at the same q "
+    "(and seed), or 'pretrained' (default: 'pretrained' when config.model.pretrained is set, "
+    "the paper's setting, else 'iah').",
+)
+flags.DEFINE_list(
+    "seeds", None, "Seeds: each cell is trained / fitted once per seed (default: config.seed)."
 )
 flags.DEFINE_list(
     "curve_ks",
@@ -72,6 +84,29 @@ def parse_positive_ints(values, name: str) -> tuple[int, ...]:
   if not parsed or min(parsed) < 1:
     raise app.UsageError(f"--{name} must list positive integers, got {values}")
   return parsed
+
+
+def resolve_features_from(features_from: str | None, config) -> str:
+  """--features_from as given, else `pretrained` when the config supplies pretrained backbone
+  weights (the paper's shallow baselines hash ImageNet features), else `iah`."""
+  if features_from:
+    return features_from
+  return PRETRAINED if config.model.pretrained else "iah"
+
+
+def parse_seeds(values, config) -> tuple[int, ...]:
+  """--seeds as distinct non-negative integers; default (config.seed,)."""
+  if not values:
+    return (int(config.seed),)
+  try:
+    seeds = tuple(int(value) for value in values)
+  except ValueError as err:
+    raise app.UsageError(
+        f"--seeds must be a comma-separated list of integers, got {values}"
+    ) from err
+  if min(seeds) < 0 or len(set(seeds)) != len(seeds):
+    raise app.UsageError(f"--seeds must list distinct non-negative integers, got {values}")
+  return seeds
 
 
 def check_choices(config, methods: list[str], features_from: str) -> None:
@@ -100,16 +135,18 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   runtime.configure_entry_point()  # before JAX and TensorFlow start their thread pools
   config = FLAGS.config
-  check_choices(config, list(FLAGS.methods), FLAGS.features_from)
+  features_from = resolve_features_from(FLAGS.features_from, config)
+  check_choices(config, list(FLAGS.methods), features_from)
   bits = parse_positive_ints(FLAGS.bits or config.semantic_bits, "bits")
   curve_ks = parse_positive_ints(FLAGS.curve_ks, "curve_ks")
+  seeds = parse_seeds(FLAGS.seeds, config)
   # The comparison (training, TensorFlow) loads once the inputs are known to be valid.
   from iah_jax import comparison
   from iah_jax import console
 
   with console.progress_logging():
     comparison.compare(
-        config, FLAGS.workdir, list(FLAGS.methods), bits, FLAGS.features_from, curve_ks
+        config, FLAGS.workdir, list(FLAGS.methods), bits, features_from, curve_ks, seeds
     )
   print(f"wrote {os.path.join(os.path.abspath(FLAGS.workdir), 'comparison.md')}")
 

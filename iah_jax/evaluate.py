@@ -40,6 +40,7 @@ from iah_jax.data import features
 from iah_jax.data import pipeline
 from iah_jax.models.hashing import global_average_pool
 from iah_jax.retrieval import category_tables
+from iah_jax.retrieval import code_health as code_health_lib
 
 logger = logging.getLogger("iah_jax")
 
@@ -151,7 +152,9 @@ def evaluate_codes(database: dict, queries: dict, config: ml_collections.ConfigD
   Always `semantic` (Hamming ranking of the semantic codes); with bit weights
   `query_adaptive` (the same codes ranked by query-adaptive weighted Hamming distance: QaDWH's
   own ranking, a variant for IAH); with category codes `category_aware`, and with label
-  probabilities as well its `probability_tables` (IAH section IV retrieval).
+  probabilities as well its `probability_tables` (IAH section IV retrieval). `code_health`:
+  {"semantic": ..., ["category": ...]} the health of the database codes
+  (iah_jax.retrieval.code_health: distinct codes, bit balance, entropy, `collapsed`).
   """
   capabilities = methods.get(config.method).capabilities
   ks = tuple(int(k) for k in config.eval.ks)
@@ -161,7 +164,10 @@ def evaluate_codes(database: dict, queries: dict, config: ml_collections.ConfigD
       queries["labels"],
       database["labels"],
   )
-  results = {"semantic": metrics.retrieval_metrics(*semantic, ks=ks, ties=config.eval.ties)}
+  results = {
+      "semantic": metrics.retrieval_metrics(*semantic, ks=ks, ties=config.eval.ties),
+      "code_health": database_code_health(database, capabilities.category_codes),
+  }
   if capabilities.bit_weights:
     results["query_adaptive"] = metrics.retrieval_metrics(
         *semantic, ks=ks, ties=config.eval.ties, query_weights=queries["bit_weights"]
@@ -185,6 +191,39 @@ def evaluate_codes(database: dict, queries: dict, config: ml_collections.ConfigD
           threshold=category_tables.DEFAULT_THRESHOLD,
       )
   return results
+
+
+def database_code_health(database: dict, category_codes: bool) -> dict:
+  """{"semantic": code_health of the database's semantic codes, ["category": category_code_health
+  of its category codes]} (iah_jax.retrieval.code_health)."""
+  health = {"semantic": code_health_lib.code_health(database["semantic_codes"])}
+  if category_codes:
+    health["category"] = code_health_lib.category_code_health(database["category_codes"])
+  return health
+
+
+def warn_if_collapsed(health: dict, run_name: str) -> bool:
+  """Logs a WARNING naming `run_name` for each collapsed code in `health` ({"semantic": ...,
+  "category": ...} as `database_code_health`); returns whether any was collapsed."""
+  collapsed = False
+  for kind, figures in health.items():
+    if figures["collapsed"]:
+      collapsed = True
+      logger.warning(
+          "%s: %s codes collapsed: %s; every Hamming distance is (nearly) 0, so its ranking is "
+          "the tie order and its metrics say nothing about the codes",
+          run_name,
+          kind,
+          code_health_lib.describe(figures),
+      )
+    elif figures.get("collapsed_categories"):
+      logger.warning(
+          "%s: category codes of categories %s hold a single code each: their category-aware "
+          "ranking is the tie order",
+          run_name,
+          figures["collapsed_categories"],
+      )
+  return collapsed
 
 
 # ----------------------------------------------------------------------------- one run
@@ -232,16 +271,21 @@ def encode_and_evaluate(
     mesh: Mesh,
     *,
     backbone_features: bool = False,
+    run_name: str | None = None,
 ) -> tuple[dict, dict, dict]:
   """Encodes the database and the query splits with `state` and evaluates them.
 
   Returns (`evaluate_codes` metrics, encoded database, encoded queries); `backbone_features`
-  adds the pooled backbone features to the encoded splits (see `make_encode_step`).
+  adds the pooled backbone features to the encoded splits (see `make_encode_step`). Collapsed
+  database codes (metrics["code_health"]) are logged as a WARNING naming `run_name` (default
+  config.method).
   """
   encode_step = make_encode_step(model, mesh, config, backbone_features=backbone_features)
   database = encode_split(state, encode_step, builder, config.dataset.database_split, config, mesh)
   queries = encode_split(state, encode_step, builder, config.dataset.query_split, config, mesh)
-  return evaluate_codes(database, queries, config), database, queries
+  evaluated = evaluate_codes(database, queries, config)
+  warn_if_collapsed(evaluated["code_health"], run_name or config.method)
+  return evaluated, database, queries
 
 
 # ----------------------------------------------------------------------------- the whole job
@@ -260,6 +304,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "semantic": {},
       "query_adaptive": {},
       "category_aware": {},
+      "code_health": {},
       "train_seconds": 0.0,
       "config": config.to_dict(),
   }
@@ -274,8 +319,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         jax.random.fold_in(rng, index),
     )
     results["train_seconds"] += seconds
-    run_metrics, _, _ = encode_and_evaluate(run_config, model, state, builder, mesh)
+    run_metrics, _, _ = encode_and_evaluate(
+        run_config, model, state, builder, mesh, run_name=f"{config.method} q{q}_b{b}"
+    )
     results["semantic"][str(q)] = run_metrics["semantic"]
+    results["code_health"][f"q{q}_b{b}"] = run_metrics["code_health"]
     if "query_adaptive" in run_metrics:
       results["query_adaptive"][str(q)] = run_metrics["query_adaptive"]
     logger.info(
@@ -337,5 +385,12 @@ def format_results(results: dict) -> str:
         )
         + f"  ({row.get('run', '')})"
     )
+  for run, health in results.get("code_health", {}).items():
+    for kind, figures in health.items():
+      if figures["collapsed"]:
+        lines.append(
+            f"  COLLAPSED {kind} codes of {run}: {code_health_lib.describe(figures)} "
+            "(their ranking is the tie order)"
+        )
   lines.append(f"train seconds: {results['train_seconds']:.1f}")
   return "\n".join(lines)

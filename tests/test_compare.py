@@ -1,6 +1,7 @@
 """`python -m iah_jax.compare`: every method's cell on a tiny config, the report (Table II layout,
 plots, per-category MAP), resuming without recomputation, and the pieces it is built from."""
 
+import json
 import os
 import re
 import subprocess
@@ -300,3 +301,139 @@ def test_iah_class_bit_weights_are_row_normalised_kernel_piece_norms():
   # No gradient flows into the kernel through the ranking weights.
   grad = jax.grad(lambda k: iah_model.class_bit_weights(k, c, b).sum())(kernel)
   assert np.all(np.asarray(grad) == 0.0)
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def test_features_default_to_pretrained_when_the_config_supplies_a_backbone():
+  from iah_jax import compare as compare_command
+
+  config = tiny_config("unused")
+  assert not config.model.pretrained
+  assert compare_command.resolve_features_from(None, config) == "iah"
+  config.model.pretrained = "googlenet.npz"
+  assert compare_command.resolve_features_from(None, config) == "pretrained"  # the paper's
+  assert compare_command.resolve_features_from("one_stage", config) == "one_stage"  # as given
+
+
+def test_seeds_flag_defaults_to_the_config_seed_and_refuses_repeats():
+  from absl import app
+
+  from iah_jax import compare as compare_command
+
+  config = tiny_config("unused")
+  config.seed = 7
+  assert compare_command.parse_seeds(None, config) == (7,)
+  assert compare_command.parse_seeds(["0", "1", "2"], config) == (0, 1, 2)
+  with pytest.raises(app.UsageError, match="distinct non-negative"):
+    compare_command.parse_seeds(["1", "1"], config)
+  with pytest.raises(app.UsageError, match="comma-separated list of integers"):
+    compare_command.parse_seeds(["1", "x"], config)
+
+
+def hand_made_cell(method: str, seed: int, map_value: float, bits: int = 16, collapsed=False):
+  """A shallow-looking cell with only the figures the report reads."""
+  health = {"distinct_codes": 1 if collapsed else 50, "num_codes": 50, "bits": bits}
+  health.update({"mean_bit_entropy": 0.0 if collapsed else 0.9, "constant_bits": 0})
+  return {
+      "method": method,
+      "kind": "shallow",
+      "bits": bits,
+      "bits_per_category": None,
+      "seed": seed,
+      "ranking": "hamming",
+      "semantic_table": True,
+      "code_health": {"semantic": dict(health, collapsed=collapsed)},
+      "features_from": "iah",
+      "best_step": None,
+      "train_seconds": 1.0,
+      "eval_seconds": 0.1,
+      "metrics": {"map": map_value, "wmap": map_value / 2, "ndcg@5": 0.5, "acg@5": 0.5},
+      "variants": {},
+      "num_queries": 10,
+      "num_database": 50,
+  }
+
+
+def test_multi_seed_report_is_mean_std_and_bolds_only_separated_leaders(tmp_path):
+  """itq clearly above the others at 16 bits: bold; at 32 bits lsh and sh overlap: no bold, a
+  tie note; itq_cca collapsed (highest values): marked, never bold nor ordered."""
+  maps = {
+      ("itq", 16): [0.80, 0.82, 0.81],
+      ("lsh", 16): [0.60, 0.65, 0.55],
+      ("sh", 16): [0.50, 0.52, 0.51],
+      ("itq_cca", 16): [0.95, 0.96, 0.97],
+      ("itq", 32): [0.40, 0.41, 0.42],
+      ("lsh", 32): [0.70, 0.60, 0.65],
+      ("sh", 32): [0.62, 0.66, 0.64],
+  }
+  cells = [
+      hand_made_cell(method, seed, value, bits, collapsed=method == "itq_cca")
+      for (method, bits), values in maps.items()
+      for seed, value in enumerate(values)
+  ]
+  text = report.write_report(
+      cells, str(tmp_path), dataset="hand-made", table_ks=(5,), class_names=[], ties="stable"
+  )
+  assert "over 3 seeds (0, 1, 2)" in text and "ddof = 1" in text
+  rows = table(text, "MAP")
+  for (method, bits), values in maps.items():
+    shown = rows[report.display_title(method)][0 if bits == 16 else 1]
+    expected = f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    assert shown.strip("*").rstrip("†") == expected, (method, bits)
+  assert rows["ITQ"][0].startswith("**")  # [0.80, 0.82] lies above lsh's [0.55, 0.65]
+  assert rows["ITQ-CCA"][0].endswith("†") and not rows["ITQ-CCA"][0].startswith("**")
+  assert not any(row[1].startswith("**") for row in rows.values())  # lsh and sh overlap
+  section = text.split("## MAP\n", 1)[1].split("\n## ", 1)[0]
+  assert "32 bits: no best claimed, tied within noise" in section and ": LSH, SH" in section
+  assert "ordering at 16 bits (only where intervals do not overlap" in section
+  assert "ITQ > LSH > SH" in section
+  assert "ordering at 32 bits" in section and "{LSH, SH} > ITQ" in section
+  assert "ITQ-CCA at 16 bits, seed 0: 1 distinct codes of 50" in section
+
+
+def test_claimed_best_and_ordering_compare_whole_intervals():
+  candidates = {"a": [1.0, 3.0], "b": [0.0, 0.2], "c": [1.5, 1.7]}  # a: 2 ± 1.41, c: 1.6 ± 0.14
+  assert report.claimed_best(candidates) == (None, ["a", "c"])
+  assert report.ordered_groups(candidates) == [["a", "c"], ["b"]]
+  assert report.claimed_best({"a": [1.0, 1.1], "b": [0.0, 0.1]}) == ("a", [])
+  # a above c, c overlaps b, but a's own interval is wide enough to reach b: no cut after a.
+  wide = {"a": [0.9, 1.9], "c": [0.95, 1.05], "b": [0.8, 1.0]}
+  assert report.ordered_groups(wide) == [["a", "c", "b"]]
+
+
+def test_seeds_give_their_own_cells_and_a_seed_gives_the_same_cell(tiny_data_dir, tmp_path):
+  """Two seeds: different cells (deep and the shallow one on that seed's backbone), files per
+  seed; the same seed in another workdir: the same cell; the report's mean ± std is NumPy's
+  over the cell files."""
+  config = tiny_config(tiny_data_dir, steps=2)
+  first, second = str(tmp_path / "first"), str(tmp_path / "second")
+  cells = comparison.compare(config, first, ["dsrh", "lsh"], (8,), "dsrh", CURVE_KS, seeds=(0, 1))
+  by_key = {(cell["method"], cell["seed"]): cell for cell in cells}
+  assert sorted(by_key) == [("dsrh", 0), ("dsrh", 1), ("lsh", 0), ("lsh", 1)]
+  for method in ("dsrh", "lsh"):
+    assert by_key[(method, 0)]["metrics"] != by_key[(method, 1)]["metrics"], method
+  # The config's seed keeps the names cells and runs had before seeds; others are suffixed.
+  names = sorted(os.listdir(os.path.join(first, "cells")))
+  assert names == ["dsrh_q8.json", "dsrh_q8_s1.json", "lsh_q8.json", "lsh_q8_s1.json"]
+  assert sorted(os.listdir(os.path.join(first, "dsrh"))) == ["q8_b2", "q8_b2_s1"]
+  assert os.path.exists(os.path.join(first, "features", "dsrh_q8_s1.npz"))
+
+  (again,) = comparison.compare(config, second, ["dsrh"], (8,), "dsrh", CURVE_KS, seeds=(1,))
+  assert again["seed"] == 1
+  assert again["metrics"] == pytest.approx(by_key[("dsrh", 1)]["metrics"], abs=1e-12)
+  assert os.listdir(os.path.join(second, "dsrh")) == ["q8_b2_s1"]
+
+  with open(os.path.join(first, "comparison.md")) as file:
+    text = file.read()
+  assert "over 2 seeds (0, 1)" in text
+  loaded = []
+  for name in names:
+    with open(os.path.join(first, "cells", name)) as file:
+      loaded.append(json.load(file))
+  rows = table(text, "MAP")
+  for method in ("dsrh", "lsh"):
+    values = [cell["metrics"]["map"] for cell in loaded if cell["method"] == method]
+    expected = f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    assert rows[report.display_title(method)][0].strip("*").rstrip("†") == expected

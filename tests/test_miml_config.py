@@ -187,3 +187,45 @@ def test_lsh_codes_match_a_loop_reference_and_never_look_at_the_queries():
   np.testing.assert_array_equal(db_again, db_codes)
   # Centred: about half the database bits are set (uncentred, the +5 offset would skew them).
   assert 0.3 < db_codes.mean() < 0.7
+
+
+def test_several_seeds_are_summarised_as_mean_and_sample_std():
+  rng = np.random.default_rng(0)
+
+  def row(seed):
+    figures = {name: float(rng.uniform()) for name in miml_benchmark.METRIC_NAMES}
+    return {
+        "iah": figures,
+        "lsh_backbone": {name: value / 2 for name, value in figures.items()},
+        "best_step": 1,
+        "num_train_steps": 1,
+        "train_wall_seconds": 1.0,
+        "train_cpu_seconds": 1.0,
+        "eval_wall_seconds": 1.0,
+        "eval_cpu_seconds": 1.0,
+        "seed": seed,
+    }
+
+  seed_runs = {str(seed): {"8": row(seed)} for seed in (0, 1, 2)}
+  summary = miml_benchmark.summarize(seed_runs)
+  for method in ("iah", "lsh_backbone"):
+    for name in miml_benchmark.METRIC_NAMES:
+      values = [seed_runs[seed]["8"][method][name] for seed in ("0", "1", "2")]
+      assert summary["8"][method][name]["mean"] == pytest.approx(np.mean(values))
+      assert summary["8"][method][name]["std"] == pytest.approx(np.std(values, ddof=1))
+  table = miml_benchmark.format_table(
+      dict(
+          seed_runs=seed_runs,
+          summary=summary,
+          num_queries=4,
+          num_database=12,
+          wall_seconds=1.0,
+          cpu_seconds=1.0,
+          cpus=2,
+          load_average_start=0.0,
+          load_average_end=0.0,
+      )
+  )
+  iah = summary["8"]["iah"]["map"]
+  assert f"{iah['mean']:.4f}±{iah['std']:.4f}" in table and "over 3 seeds (0, 1, 2)" in table
+  assert "q=8 seed 2: best step" in table

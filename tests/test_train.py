@@ -194,9 +194,15 @@ def test_main_job_end_to_end_writes_results_and_resumes(tmp_path, tiny_data_dir)
       "semantic",
       "query_adaptive",
       "category_aware",
+      "code_health",
       "train_seconds",
       "config",
   }
+  # The database codes' health (iah_jax.retrieval.code_health), semantic and category-aware.
+  health = written["code_health"]["q8_b2"]
+  assert health["semantic"]["num_codes"] == 96 and health["semantic"]["bits"] == 8
+  assert 1 <= health["semantic"]["distinct_codes"] <= 96
+  assert health["category"]["bits"] == 10 * 2
   semantic = written["semantic"]["8"]
   assert {"map", "wmap", "ndcg@10", "acg@10"} <= set(semantic)
   assert 0.0 <= semantic["map"] <= 1.0

@@ -2,6 +2,13 @@
 
 - Table II: one table per metric (NDCG@k, ACG@k for each table k, MAP, weighted MAP), a row per
   method, a column per code length; the best value of each column in bold.
+- Seeds: when a (method, bits) has cells of several seeds, every value is `mean ± std` over them
+  (sample std, ddof = 1), and a column's best is bold only when its interval mean ± std overlaps
+  no other row's (`claimed_best`); otherwise the column's leaders are named as tied within noise.
+  Under the MAP table an "ordering" line per code length lists only orderings between groups
+  whose intervals do not overlap (`ordered_groups`). One seed: values and bold as before.
+- Collapse: a value whose codes collapsed (cell["code_health"], iah_jax.retrieval.code_health;
+  its ranking is the tie order) is marked †, footnoted with its distinct codes, and never bold.
 - Figs. 6-7: NDCG@m and ACG@m against m, one PNG per code length (`ndcg_q<q>.png`,
   `acg_q<q>.png`), a line per method.
 - Fig. 8 / 9: per-category MAP of the category-aware codes (IAH, with its section IV
@@ -15,20 +22,24 @@ tables is retrieval.category_tables.DEFAULT_THRESHOLD.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
 import matplotlib
+import numpy as np
 
 from iah_jax import baselines
 from iah_jax import methods
 from iah_jax.retrieval import category_tables
+from iah_jax.retrieval import code_health
 
 matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
 TABLES = f"section IV tables, p >= {category_tables.DEFAULT_THRESHOLD}"
 WHOLE_DATABASE = "whole database"
+COLLAPSED_MARK = "†"
 
 
 def display_title(method: str) -> str:
@@ -49,58 +60,202 @@ def _curve_ks(cells: list[dict], name: str) -> list[int]:
   return sorted(found)
 
 
-def _semantic_rows(cells: list[dict]) -> dict[str, dict[int, dict]]:
-  """row title -> {bits: metrics}, in the order the cells come."""
-  rows: dict[str, dict[int, dict]] = {}
+@dataclasses.dataclass
+class Entry:
+  """One table entry: a method's (or variant's) metrics at one code length, one per seed."""
+
+  seeds: list = dataclasses.field(default_factory=list)
+  metrics: list = dataclasses.field(default_factory=list)
+  collapsed: list = dataclasses.field(default_factory=list)  # (seed, code_health) collapsed
+
+  def add(self, cell: dict, metrics: dict, kind: str = "semantic") -> None:
+    self.seeds.append(cell.get("seed"))
+    self.metrics.append(metrics)
+    health = cell.get("code_health", {}).get(kind)
+    if health is not None and health["collapsed"]:
+      self.collapsed.append((cell.get("seed"), health))
+
+  def values(self, key: str) -> list[float] | None:
+    """The value of `key` of every seed; None when one lacks it or is NaN."""
+    found = [metrics.get(key) for metrics in self.metrics]
+    if not found or any(value is None or math.isnan(float(value)) for value in found):
+      return None
+    return [float(value) for value in found]
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+  """(mean, sample standard deviation with ddof = 1; None for one value)."""
+  array = np.asarray(values, np.float64)
+  return float(array.mean()), (float(array.std(ddof=1)) if len(array) > 1 else None)
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+  """[mean - std, mean + std] (one value: the point)."""
+  mean, std = mean_std(values)
+  return mean - (std or 0.0), mean + (std or 0.0)
+
+
+def claimed_best(candidates: dict[str, list[float]]) -> tuple[str | None, list[str]]:
+  """(the title whose interval lies above every other's, or None; the titles tied with the
+  highest mean within noise: every title whose interval overlaps the leader's, leader first).
+
+  `candidates`: title -> values over seeds, the rows that may be claimed (not collapsed, at
+  least two seeds); with one candidate it is the best.
+  """
+  if not candidates:
+    return None, []
+  ranked = sorted(candidates, key=lambda title: -mean_std(candidates[title])[0])
+  low, _ = interval(candidates[ranked[0]])
+  tied = [ranked[0]] + [title for title in ranked[1:] if interval(candidates[title])[1] >= low]
+  return (ranked[0], []) if len(tied) == 1 else (None, tied)
+
+
+def ordered_groups(candidates: dict[str, list[float]]) -> list[list[str]]:
+  """The titles by decreasing mean, cut into groups so that every interval of a group lies above
+  every interval of each later group (titles within a group are not ordered)."""
+  ranked = sorted(candidates, key=lambda title: -mean_std(candidates[title])[0])
+  groups: list[list[str]] = []
+  for index, title in enumerate(ranked):
+    if not groups:
+      groups.append([title])
+      continue
+    above = min(interval(candidates[other])[0] for other in ranked[:index])
+    below = max(interval(candidates[other])[1] for other in ranked[index:])
+    if above > below:
+      groups.append([title])
+    else:
+      groups[-1].append(title)
+  return groups
+
+
+def _semantic_rows(cells: list[dict]) -> dict[str, dict[int, Entry]]:
+  """row title -> {bits: Entry over the cells' seeds}, in the order the cells come."""
+  rows: dict[str, dict[int, Entry]] = {}
   for cell in cells:
     if not cell["semantic_table"]:
       continue
-    rows.setdefault(display_title(cell["method"]), {})[cell["bits"]] = cell["metrics"]
+    title = display_title(cell["method"])
+    rows.setdefault(title, {}).setdefault(cell["bits"], Entry()).add(cell, cell["metrics"])
     for variant, variant_metrics in cell.get("variants", {}).items():
-      rows.setdefault(f"{display_title(cell['method'])} ({variant})", {})[
-          cell["bits"]
-      ] = variant_metrics
+      # The same codes ranked another way: collapsed codes collapse the variant too.
+      rows.setdefault(f"{title} ({variant})", {}).setdefault(cell["bits"], Entry()).add(
+          cell, variant_metrics
+      )
   return rows
 
 
-def _metric_table(rows: dict[str, dict[int, dict]], bits: list[int], key: str) -> list[str]:
-  best = {}
+def format_values(values: list[float], multi_seed: bool) -> str:
+  """'0.1234' (one seed, single-seed report), '0.1234 ± 0.0056', or '0.1234 (1 seed)'."""
+  mean, std = mean_std(values)
+  if not multi_seed:
+    return f"{mean:.4f}"
+  return f"{mean:.4f} (1 seed)" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def collapse_footnote(where: list[tuple[str, Entry]]) -> str:
+  """'† collapsed codes (...): IAH at 8 bits, seed 0: N distinct codes of M, ...'."""
+  parts = [
+      f"{title}, seed {seed}: {code_health.describe(health)}"
+      for title, entry in where
+      for seed, health in entry.collapsed
+  ]
+  return (
+      f"{COLLAPSED_MARK} collapsed codes (every Hamming distance (nearly) 0: the ranking is the "
+      "tie order, so the value says nothing about the codes; never bold): " + "; ".join(parts)
+  )
+
+
+def _metric_table(
+    rows: dict[str, dict[int, Entry]], bits: list[int], key: str, multi_seed: bool
+) -> tuple[list[str], dict[int, list[str]], dict[int, dict[str, list[float]]]]:
+  """(the table's lines and footnotes, {bits: titles tied within noise for the best},
+  {bits: the claimable rows' values})."""
+  bold: dict[int, set[str]] = {}
+  tied: dict[int, list[str]] = {}
+  claimable: dict[int, dict[str, list[float]]] = {}
   for q in bits:
-    values = [row[q][key] for row in rows.values() if q in row and key in row[q]]
-    best[q] = max(values) if values else None
+    present = {
+        title: (row[q], row[q].values(key))
+        for title, row in rows.items()
+        if q in row and row[q].values(key) is not None
+    }
+    eligible = {
+        title: values
+        for title, (entry, values) in present.items()
+        if not entry.collapsed and (len(values) > 1 or not multi_seed)
+    }
+    claimable[q] = eligible
+    if not multi_seed:  # one seed: every value equal to the best non-collapsed one, as before
+      best = max((values[0] for values in eligible.values()), default=None)
+      bold[q] = {title for title, values in eligible.items() if values[0] == best}
+    else:
+      leader, tied[q] = claimed_best(eligible)
+      bold[q] = {leader} if leader is not None else set()
   lines = [
       "| method | " + " | ".join(f"{q} bits" for q in bits) + " |",
       "|---|" + "---:|" * len(bits),
   ]
+  collapsed: list[tuple[str, Entry]] = []
   for title, row in rows.items():
-    cells = []
+    texts = []
     for q in bits:
-      value = row.get(q, {}).get(key)
-      if value is None or (isinstance(value, float) and math.isnan(value)):
-        cells.append("-")
-      else:
-        text = f"{value:.4f}"
-        cells.append(f"**{text}**" if value == best[q] else text)
-    lines.append(f"| {title} | " + " | ".join(cells) + " |")
-  return lines
+      entry = row.get(q)
+      values = entry.values(key) if entry is not None else None
+      if values is None:
+        texts.append("-")
+        continue
+      text = format_values(values, multi_seed)
+      if entry.collapsed:
+        text += COLLAPSED_MARK
+        collapsed.append((f"{title} at {q} bits", entry))
+      texts.append(f"**{text}**" if title in bold[q] else text)
+    lines.append(f"| {title} | " + " | ".join(texts) + " |")
+  if collapsed:
+    lines += ["", collapse_footnote(collapsed)]
+  return lines, {q: names for q, names in tied.items() if names}, claimable
+
+
+def _by_method_and_bits(cells: list[dict]) -> dict[tuple[str, int], list[dict]]:
+  """(method, bits) -> its cells (one per seed), in the order the cells come."""
+  grouped: dict[tuple[str, int], list[dict]] = {}
+  for cell in cells:
+    grouped.setdefault((cell["method"], cell["bits"]), []).append(cell)
+  return grouped
 
 
 def _plot_curves(cells: list[dict], q: int, name: str, path: str) -> bool:
+  """A line per method at q: the mean over its seeds, a band of ± std with several seeds."""
   figure, axes = plt.subplots(figsize=(6, 4))
   drawn = False
-  for cell in cells:
-    if cell["bits"] != q or not cell["semantic_table"]:
+  for (method, bits), group in _by_method_and_bits(cells).items():
+    if bits != q or not group[0]["semantic_table"]:
       continue
-    ks = _curve_ks([cell], name)
+    ks = [
+        k for k in _curve_ks(group[:1], name) if all(f"{name}@{k}" in c["metrics"] for c in group)
+    ]
     if not ks:
       continue
-    axes.plot(
+    values = np.asarray([[cell["metrics"][f"{name}@{k}"] for k in ks] for cell in group])
+    collapsed = any(
+        cell.get("code_health", {}).get("semantic", {}).get("collapsed") for cell in group
+    )
+    (line,) = axes.plot(
         ks,
-        [cell["metrics"][f"{name}@{k}"] for k in ks],
+        values.mean(axis=0),
         marker="o",
         markersize=3,
-        label=display_title(cell["method"]),
+        linestyle=":" if collapsed else "-",
+        label=display_title(method) + (f" ({COLLAPSED_MARK} collapsed)" if collapsed else ""),
     )
+    if len(group) > 1:
+      std = values.std(axis=0, ddof=1)
+      axes.fill_between(
+          ks,
+          values.mean(axis=0) - std,
+          values.mean(axis=0) + std,
+          color=line.get_color(),
+          alpha=0.15,
+      )
     drawn = True
   if drawn:
     axes.set_xscale("log")
@@ -136,6 +291,63 @@ def _plot_per_category(
   plt.close(figure)
 
 
+def _seed_note(cells: list[dict]) -> str:
+  """The notes line of a multi-seed report: how many seeds, which, and the rules."""
+  seeds = sorted({cell.get("seed") for cell in cells}, key=lambda seed: (seed is None, seed))
+  counts = {len(group) for group in _by_method_and_bits(cells).values()}
+  if len(counts) == 1:
+    over = f"over {counts.pop()} seeds ({', '.join(str(seed) for seed in seeds)})"
+  else:
+    over = (
+        f"over the seeds each (method, bits) has ({min(counts)} to {max(counts)}; seeds "
+        f"{', '.join(str(seed) for seed in seeds)}; the last table lists them; a value of one "
+        "seed is marked '(1 seed)' and never bold)"
+    )
+  return (
+      f"every value is mean ± sample standard deviation (ddof = 1) {over}; a column's best is "
+      "bold only when its interval mean ± std overlaps no other row's, otherwise no bold and the "
+      f"rows tied within noise are named under the table; collapsed codes ({COLLAPSED_MARK}) are "
+      "never bold"
+  )
+
+
+def _category_entries(cells: list[dict]) -> list[tuple[str, int, list[tuple[dict, dict]]]]:
+  """(row title, b, [(cell, scores {"map", "per_category_map"}) per seed]) of the category-aware
+  codes, by b, the method's own retrieval first (section IV tables), then the whole database."""
+  entries = []
+  grouped = _by_method_and_bits([cell for cell in cells if "category_aware" in cell])
+  for (method, _), group in sorted(
+      grouped.items(), key=lambda item: item[1][0]["bits_per_category"]
+  ):
+    b = group[0]["bits_per_category"]
+    if "category_aware_tables" in group[0]:
+      entries.append(
+          (
+              f"{display_title(method)} ({TABLES})",
+              b,
+              [(c, c["category_aware_tables"]) for c in group],
+          )
+      )
+      entries.append(
+          (
+              f"{display_title(method)} ({WHOLE_DATABASE})",
+              b,
+              [(c, c["category_aware"]) for c in group],
+          )
+      )
+    else:
+      entries.append((display_title(method), b, [(c, c["category_aware"]) for c in group]))
+  return entries
+
+
+def _category_value(values: list, multi_seed: bool, collapsed: bool) -> str:
+  if any(value is None for value in values):
+    return "-"
+  return format_values([float(value) for value in values], multi_seed) + (
+      COLLAPSED_MARK if collapsed else ""
+  )
+
+
 def write_report(
     cells: list[dict],
     workdir: str,
@@ -149,6 +361,7 @@ def write_report(
   """Writes comparison.md and the PNGs into `workdir`; returns the Markdown text."""
   bits = sorted({cell["bits"] for cell in cells})
   rows = _semantic_rows(cells)
+  multi_seed = any(len(group) > 1 for group in _by_method_and_bits(cells).values())
   sizes = next(((cell["num_queries"], cell["num_database"]) for cell in cells), (0, 0))
   weighted = ", ".join(
       methods.get(name).title
@@ -164,6 +377,7 @@ def write_report(
       "shared labels. Layout of IAH Table II.",
       "",
   ]
+  notes = list(notes) + ([_seed_note(cells)] if multi_seed else [])
   lines += [f"- {note}" for note in notes]
   if notes:
     lines.append("")
@@ -173,7 +387,26 @@ def write_report(
       + [("MAP", "map"), ("Weighted MAP", "wmap")]
   )
   for title, key in metric_keys:
-    lines += [f"## {title}", ""] + _metric_table(rows, bits, key) + [""]
+    table, tied, claimable = _metric_table(rows, bits, key, multi_seed)
+    lines += [f"## {title}", ""] + table + [""]
+    for q, names in tied.items():
+      lines.append(
+          f"- {q} bits: no best claimed, tied within noise (mean ± std intervals overlap): "
+          + ", ".join(names)
+      )
+    if key == "map" and multi_seed:
+      for q in bits:
+        groups = ordered_groups(claimable[q])
+        if len(groups) > 1:
+          lines.append(
+              f"- ordering at {q} bits (only where intervals do not overlap; braces: not "
+              "ordered within noise): "
+              + " > ".join(
+                  group[0] if len(group) == 1 else "{" + ", ".join(group) + "}" for group in groups
+              )
+          )
+    if tied or (key == "map" and multi_seed):
+      lines.append("")
 
   lines += ["## NDCG@m and ACG@m against m (IAH Figs. 6-7)", ""]
   for q in bits:
@@ -183,8 +416,8 @@ def write_report(
         lines.append(f"![{name.upper()}@m at {q} bits]({filename})")
   lines.append("")
 
-  category_cells = [cell for cell in cells if "category_aware" in cell]
-  if category_cells:
+  category_entries = _category_entries(cells)
+  if category_entries:
     threshold = category_tables.DEFAULT_THRESHOLD
     lines += [
         "## Category-aware codes: per-category MAP (IAH Figs. 8-9)",
@@ -199,20 +432,54 @@ def write_report(
         "|---|---:|---:|" + "---:|" * len(class_names),
     ]
     by_b: dict[int, list[tuple[str, list]]] = {}
-    for cell in sorted(category_cells, key=lambda cell: cell["bits_per_category"]):
-      variants = [(display_title(cell["method"]), cell["category_aware"])]
-      if "category_aware_tables" in cell:  # the method's own retrieval first, then without
-        variants = [
-            (f"{display_title(cell['method'])} ({TABLES})", cell["category_aware_tables"]),
-            (f"{display_title(cell['method'])} ({WHOLE_DATABASE})", cell["category_aware"]),
-        ]
-      for title, scores in variants:
-        per_category = scores["per_category_map"]
-        values = " | ".join("-" if value is None else f"{value:.4f}" for value in per_category)
-        lines.append(
-            f"| {title} | {cell['bits_per_category']} | {scores['map']:.4f} | " f"{values} |"
-        )
-        by_b.setdefault(cell["bits_per_category"], []).append((title, per_category))
+    collapsed_rows = []
+    for title, b, per_seed in category_entries:
+      healths = [cell.get("code_health", {}).get("category") for cell, _ in per_seed]
+      whole_collapsed = any(health and health["collapsed"] for health in healths)
+      piece_collapsed = {
+          j for health in healths if health for j in health.get("collapsed_categories", [])
+      }
+      if whole_collapsed or piece_collapsed:
+        collapsed_rows.append((title, b, per_seed))
+      mean = _category_value([scores["map"] for _, scores in per_seed], multi_seed, whole_collapsed)
+      per_category = [
+          _category_value(
+              [scores["per_category_map"][j] for _, scores in per_seed],
+              multi_seed,
+              whole_collapsed or j in piece_collapsed,
+          )
+          for j in range(len(per_seed[0][1]["per_category_map"]))
+      ]
+      lines.append(f"| {title} | {b} | {mean} | " + " | ".join(per_category) + " |")
+      means = [
+          None
+          if any(scores["per_category_map"][j] is None for _, scores in per_seed)
+          else float(np.mean([scores["per_category_map"][j] for _, scores in per_seed]))
+          for j in range(len(per_seed[0][1]["per_category_map"]))
+      ]
+      by_b.setdefault(b, []).append((title, means))
+    if collapsed_rows:
+      parts = []
+      for title, b, per_seed in collapsed_rows:
+        for cell, _ in per_seed:
+          health = cell.get("code_health", {}).get("category")
+          if health and health["collapsed"]:
+            parts.append(
+                f"{title}, b = {b}, seed {cell.get('seed')}: {code_health.describe(health)}"
+            )
+          elif health and health.get("collapsed_categories"):
+            names = [
+                class_names[j] if j < len(class_names) else str(j)
+                for j in health["collapsed_categories"]
+            ]
+            parts.append(
+                f"{title}, b = {b}, seed {cell.get('seed')}: a single code for " + ", ".join(names)
+            )
+      lines += [
+          "",
+          f"{COLLAPSED_MARK} collapsed category codes (the ranking by that piece is the tie "
+          "order): " + "; ".join(parts),
+      ]
     lines.append("")
     for b, entries in sorted(by_b.items()):
       filename = f"per_category_map_b{b}.png"
@@ -223,15 +490,25 @@ def write_report(
   lines += [
       "## Time per cell",
       "",
-      "| method | bits | b | train / fit s | evaluate s | " "best step | features from |",
-      "|---|---:|---:|---:|---:|---:|---|",
+      "| method | bits | b | seed | train / fit s | evaluate s | best step | features from | "
+      "distinct database codes |",
+      "|---|---:|---:|---:|---:|---:|---:|---|---:|",
   ]
   for cell in cells:
+    health = cell.get("code_health", {}).get("semantic")
+    distinct = (
+        "-"
+        if health is None
+        else f"{health['distinct_codes']} of {health['num_codes']}"
+        + (f" {COLLAPSED_MARK}" if health["collapsed"] else "")
+    )
+    seed = cell.get("seed")
     lines.append(
         f"| {display_title(cell['method'])} | {cell['bits']} | "
-        f"{cell.get('bits_per_category') or '-'} | {cell['train_seconds']:.0f} | "
+        f"{cell.get('bits_per_category') or '-'} | {'-' if seed is None else seed} | "
+        f"{cell['train_seconds']:.0f} | "
         f"{cell['eval_seconds']:.1f} | {cell.get('best_step') or '-'} | "
-        f"{cell.get('features_from') or '-'} |"
+        f"{cell.get('features_from') or '-'} | {distinct} |"
     )
   text = "\n".join(lines) + "\n"
   with open(os.path.join(workdir, "comparison.md"), "w") as file:

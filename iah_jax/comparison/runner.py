@@ -1,4 +1,4 @@
-"""`compare(config, workdir, methods, bits, ...)`: every (method, bits) cell, then the report.
+"""`compare(config, workdir, methods, bits, ...)`: every (method, bits, seed) cell, then the report.
 
 The work behind `python -m iah_jax.compare` (see that module for the command and its flags).
 """
@@ -21,9 +21,11 @@ def compare(
     bits,
     features_from: str = "iah",
     curve_ks=(1, 5, 10, 20, 50, 100, 200, 500, 1000),
+    seeds=None,
 ) -> list[dict]:
-  """Runs (or reloads) every (method, bits) cell, returns them, and writes the report of every
-  cell finished in `workdir` (see iah_jax.compare for the arguments)."""
+  """Runs (or reloads) every (method, bits, seed) cell (`seeds` default: (config.seed,)),
+  returns them, and writes the report of every cell finished in `workdir` (see iah_jax.compare
+  for the arguments)."""
   unknown = [method for method in methods if method not in cell_lib.all_methods()]
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; known: {list(cell_lib.all_methods())}")
@@ -31,20 +33,24 @@ def compare(
   if features_from not in sources:
     raise ValueError(f"features_from must be one of {sources}, got {features_from!r}")
   config_lib.validate_config(config)
+  seeds = [int(config.seed)] if seeds is None else [int(seed) for seed in seeds]
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   builder = train.load_dataset(config)
   mesh = train.make_mesh()
   ks = tuple(sorted({int(k) for k in config.eval.ks} | {int(k) for k in curve_ks}))
   results = [
-      cell_lib.run_cell(config, method, int(q), builder, mesh, workdir, ks, features_from)
+      cell_lib.run_cell(config, method, int(q), builder, mesh, workdir, ks, features_from, seed)
+      for seed in seeds
       for q in bits
       for method in methods
   ]
-  results.sort(key=lambda cell: (methods.index(cell["method"]), cell["bits"]))
-  # The report covers every cell finished in this workdir, by earlier calls too (other bits or
-  # methods), so a comparison can be built up over several runs.
-  finished = cell_lib.finished_cells(workdir)
+  results.sort(key=lambda cell: (methods.index(cell["method"]), cell["bits"], cell["seed"]))
+  # The report covers every cell finished in this workdir, by earlier calls too (other bits,
+  # methods or seeds), so a comparison can be built up over several runs.
+  finished = cell_lib.finished_cells(workdir, int(config.seed))
   num_classes = builder.info.features[features.LABELS].shape[0]
   class_names = list(
       getattr(builder.builder_config, "class_names", None)

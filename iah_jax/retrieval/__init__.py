@@ -7,6 +7,8 @@
 - `CategoryTables` (IAH section IV): per-category tables, results grouped by category.
 - NumPy block functions `iah_jax.metrics` ranks with: `packing.pairwise_popcount`,
   `weighted.weighted_distance_blocks`, `category_tables.passes_threshold` (`DEFAULT_THRESHOLD`).
+- `code_health.code_health(codes)`: distinct codes, per-bit balance, mean bit entropy and the
+  `collapsed` verdict of a code matrix (the evaluation stores it next to every result).
 """
 
 from iah_jax.retrieval.category_tables import DEFAULT_THRESHOLD
