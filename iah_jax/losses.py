@@ -10,8 +10,9 @@ Each method's `losses` (iah_jax.methods) combines these with its weights and opt
 Triplets follow the paper's Algorithm 1: every ordered triple (i, j, k) of the batch that meets the
 condition is used, enumerated at once as a [B, B, B] mask (no Python loops, no sampling). As in
 Algorithm 1, j == i is not excluded: such a triple has a zero positive distance and only pushes the
-negative away. Each loss is the mean over its valid triples and is exactly 0 (with zero gradient,
-no NaN) when the batch holds no valid triple.
+negative away. Each loss is the mean over its valid triples (the category loss: by default the
+mean over categories of each category's mean) and is exactly 0 (with zero gradient, no NaN) when
+the batch holds no valid triple.
 """
 
 from __future__ import annotations
@@ -73,8 +74,14 @@ def weighted_triplet_loss(
   return _masked_mean(weight * hinge, valid)
 
 
+CATEGORY_LOSS_MEANS = ("per_category", "pooled")
+
+
 def category_triplet_loss(
-    category_features: jax.Array, labels: jax.Array, margin: float = 1.0
+    category_features: jax.Array,
+    labels: jax.Array,
+    margin: float = 1.0,
+    category_mean: str = "per_category",
 ) -> jax.Array:
   """Category-aware triplet loss (IAH eq. 7) for every category over all triples of the batch.
 
@@ -85,18 +92,34 @@ def category_triplet_loss(
     category_features: f, [B, c, b] fused per-category features (eq. 6).
     labels: [B, c] multi-hot {0, 1}.
     margin: hinge margin (1 in the paper).
+    category_mean: how the (category, triple) hinges become one number (0 when there is no valid
+      triple at all):
+      - "per_category" (the paper's "c triplet losses, one per category"): the mean over each
+        category's valid triples, then the mean over the categories that have a valid triple in
+        the batch, so every such category weighs the same whatever its frequency;
+      - "pooled": one mean over all valid (category, triple) pairs: every valid triple counts
+        once, so frequent categories weigh more, as when triples are drawn uniformly from the
+        batch.
   Returns:
-    scalar: mean over all valid (category, triple) pairs (0 when there is none). Every valid
-    triple counts once, so frequent categories weigh more than rare ones, as when triples are
-    drawn uniformly from the batch.
+    scalar.
   """
+  if category_mean not in CATEGORY_LOSS_MEANS:
+    raise ValueError(
+        f"category_triplet_loss: category_mean must be one of {CATEGORY_LOSS_MEANS}, "
+        f"got {category_mean!r}"
+    )
   labels = labels.astype(category_features.dtype)
   per_category = jnp.swapaxes(category_features, 0, 1)  # [c, B, b]
   distances = pairwise_squared_distances(per_category)  # [c, B, B]
   has = labels.T  # [c, B]
   valid = has[:, :, None, None] * has[:, None, :, None] * (1.0 - has)[:, None, None, :]
   hinge = jax.nn.relu(margin - distances[:, :, None, :] + distances[:, :, :, None])
-  return _masked_mean(hinge, valid)
+  if category_mean == "pooled":
+    return _masked_mean(hinge, valid)
+  sums = jnp.sum(hinge * valid, axis=(1, 2, 3))  # [c]
+  counts = jnp.sum(valid, axis=(1, 2, 3))  # [c]
+  present = (counts > 0).astype(hinge.dtype)  # categories with a valid triple in the batch
+  return _masked_mean(sums / jnp.maximum(counts, 1.0), present)
 
 
 # ----------------------------------------------------------------------------- other seed methods

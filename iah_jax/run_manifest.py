@@ -166,6 +166,16 @@ def _tuples(value):
   return value
 
 
+# Method options added after runs had been written, with the value those earlier runs were trained
+# with (their manifests lack the key): {(method, option): value}.
+OPTIONS_OF_EARLIER_RUNS = {("iah", "category_loss_mean"): "pooled"}
+
+
 def config_of(manifest: dict) -> ml_collections.ConfigDict:
-  """The run's config (JSON lists back to tuples, as config files write them)."""
-  return ml_collections.ConfigDict(_tuples(manifest["config"]))
+  """The run's config (JSON lists back to tuples, as config files write them); a method option
+  the manifest predates gets the value its run was trained with (`OPTIONS_OF_EARLIER_RUNS`)."""
+  config = _tuples(manifest["config"])
+  method_options = config.setdefault("method_options", {})
+  for (method, option), value in OPTIONS_OF_EARLIER_RUNS.items():
+    method_options.setdefault(method, {}).setdefault(option, value)
+  return ml_collections.ConfigDict(config)

@@ -3,8 +3,9 @@
 References: eq. 3 (label-probability loss) and its gradient eq. 4; eq. 7 (category triplet), eq. 8
 (its sub-gradients), eq. 9 (weighted triplet) with triples enumerated by the paper's Algorithm 1:
 every ordered (i, j, k) of the batch, j == i included. Conventions from the losses.py docstring:
-each triplet loss is the mean over its valid triples (the category loss over all valid
-(category, triple) pairs) and exactly 0 when there is none.
+each triplet loss is the mean over its valid triples and exactly 0 when there is none; the category
+loss is either the mean over categories of each category's mean ("per_category", the default)
+or one mean over all valid (category, triple) pairs ("pooled").
 """
 
 from __future__ import annotations
@@ -104,11 +105,11 @@ def reference_weighted_triplet(semantic, labels, margin):
   return total / count, gradient / count
 
 
-def reference_category_triplet(features, labels, margin):
-  """Eq. 7 averaged over valid (category, triple) pairs, and its gradient from eq. 8."""
+def reference_category_triplet(features, labels, margin, category_mean="per_category"):
+  """Eq. 7 and its gradient from eq. 8: "pooled" averages over every valid (category, triple)
+  pair; "per_category" averages each category's triples, then the categories that have any."""
   features = np.asarray(features, np.float64)
-  total, count = 0.0, 0
-  gradient = np.zeros_like(features)
+  totals, counts, gradients = {}, {}, {}
   for category, i, p, n in category_triples(labels):
     anchor, positive, negative = (
         features[i, category],
@@ -116,15 +117,23 @@ def reference_category_triplet(features, labels, margin):
         features[n, category],
     )
     argument = margin - squared_distance(anchor, negative) + squared_distance(anchor, positive)
-    count += 1
+    counts[category] = counts.get(category, 0) + 1
+    totals.setdefault(category, 0.0)
+    gradient = gradients.setdefault(category, np.zeros_like(features))
     if argument > 0:
-      total += argument
+      totals[category] += argument
       gradient[i, category] += 2 * (negative - positive)
       gradient[p, category] += 2 * (positive - anchor)
       gradient[n, category] += 2 * (anchor - negative)
-  if count == 0:
-    return 0.0, gradient
-  return total / count, gradient / count
+  if not counts:
+    return 0.0, np.zeros_like(features)
+  if category_mean == "pooled":
+    count = sum(counts.values())
+    return sum(totals.values()) / count, sum(gradients.values()) / count
+  assert category_mean == "per_category"
+  loss = sum(totals[c] / counts[c] for c in counts) / len(counts)
+  gradient = sum(gradients[c] / counts[c] for c in counts) / len(counts)
+  return loss, gradient
 
 
 def weighted_hinge_arguments(semantic, labels, margin):
@@ -153,8 +162,10 @@ label_loss = jax.jit(label_probability_loss)
 label_loss_and_grad = jax.jit(jax.value_and_grad(label_probability_loss))
 weighted_loss = jax.jit(weighted_triplet_loss)
 weighted_loss_and_grad = jax.jit(jax.value_and_grad(weighted_triplet_loss))
-category_loss = jax.jit(category_triplet_loss)
-category_loss_and_grad = jax.jit(jax.value_and_grad(category_triplet_loss))
+category_loss = jax.jit(category_triplet_loss, static_argnames="category_mean")
+category_loss_and_grad = jax.jit(
+    jax.value_and_grad(category_triplet_loss), static_argnames="category_mean"
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -308,27 +319,34 @@ def test_weighted_triplet_loss_without_valid_triple_is_zero_with_zero_gradient(l
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("category_mean", ["per_category", "pooled"])
 @pytest.mark.parametrize(
     "batch,num_categories,bits,margin",
     [(2, 2, 1, 1.0), (4, 3, 2, 1.0), (6, 4, 3, 0.5), (7, 5, 2, 2.0)],
 )
-def test_category_triplet_loss_matches_brute_force(batch, num_categories, bits, margin):
+def test_category_triplet_loss_matches_brute_force(
+    batch, num_categories, bits, margin, category_mean
+):
   rng = np.random.default_rng(batch * 100 + num_categories * 10 + bits + 1)
   features = (0.7 * rng.normal(size=(batch, num_categories, bits))).astype(np.float32)
   labels = random_labels(rng, batch, num_categories, every_image_labelled=False)
   if batch == 2:
     labels = np.asarray([[1, 0], [0, 1]], np.uint8)  # every valid triple has p == i
   assert list(category_triples(labels)), "fixture must hold valid triples"
-  expected_loss, expected_gradient = reference_category_triplet(features, labels, margin)
-  loss, gradient = category_loss_and_grad(jnp.asarray(features), jnp.asarray(labels), margin)
+  expected_loss, expected_gradient = reference_category_triplet(
+      features, labels, margin, category_mean
+  )
+  loss, gradient = category_loss_and_grad(
+      jnp.asarray(features), jnp.asarray(labels), margin, category_mean=category_mean
+  )
   np.testing.assert_allclose(loss, expected_loss, rtol=1e-5, atol=1e-6)
   assert away_from_kinks(category_hinge_arguments(features, labels, margin), gap=1e-3)
   np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-4, atol=1e-5)
-  if margin == 1.0:  # the documented default margin
+  if margin == 1.0 and category_mean == "per_category":  # the documented defaults
     np.testing.assert_allclose(category_loss(features, labels), loss, rtol=1e-6)
 
 
-def test_category_triplet_loss_by_hand():
+def test_category_triplet_loss_by_hand():  # one triple per category: both means agree
   # c = 2, image 0 has {0}, image 1 has {1}: category 0 -> triple (0, 0, 1), category 1 -> (1, 1, 0).
   features = np.zeros((2, 2, 1), np.float32)
   features[0, 0, 0], features[1, 0, 0] = 0.5, 0.0  # category 0: ||f0 - f1||^2 = 0.25
@@ -339,21 +357,53 @@ def test_category_triplet_loss_by_hand():
   )
 
 
-def test_category_triplet_loss_weighs_each_valid_triple_once():
+def test_category_triplet_loss_per_category_or_pooled_by_hand():
   # Category 0 in images 0, 1 (negative 2): 2 * 2 * 1 = 4 triples; category 1 only in image 2
   # (negatives 0, 1): 1 * 1 * 2 = 2 triples. All features zero: every hinge equals the margin,
-  # so the mean is the margin; put category 1's features apart to make only its triples
-  # inactive and the mean becomes 4 / 6 of the margin (not 1/2, a mean of per-category means).
+  # so both means are the margin. Put category 1's features apart to make only its 2 triples
+  # inactive: the per-category mean is (1 + 0) / 2, the pooled one 4 / 6 of the margin.
   labels = np.asarray([[1, 0], [1, 0], [0, 1]], np.uint8)
   features = np.zeros((3, 2, 2), np.float32)
-  np.testing.assert_allclose(category_loss(jnp.asarray(features), labels, 1.0), 1.0, rtol=1e-6)
+  for category_mean in ("per_category", "pooled"):
+    np.testing.assert_allclose(
+        category_loss(jnp.asarray(features), labels, 1.0, category_mean=category_mean),
+        1.0,
+        rtol=1e-6,
+    )
   features[2, 1] = [3.0, 0.0]
-  np.testing.assert_allclose(category_loss(jnp.asarray(features), labels, 1.0), 4 / 6, rtol=1e-6)
+  np.testing.assert_allclose(
+      category_loss(jnp.asarray(features), labels, 1.0, category_mean="per_category"),
+      0.5,
+      rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+      category_loss(jnp.asarray(features), labels, 1.0, category_mean="pooled"), 4 / 6, rtol=1e-6
+  )
   assert len(list(category_triples(labels))) == 6
 
 
+def test_category_triplet_loss_per_category_skips_categories_without_triples():
+  # Category 2 is in no image and category 0 in every one: neither has a valid triple, so the
+  # per-category mean is over categories 1 and 3 only (not divided by c = 4).
+  labels = np.asarray([[1, 1, 0, 0], [1, 0, 0, 1], [1, 0, 0, 0]], np.uint8)
+  features = np.zeros((3, 4, 2), np.float32)
+  np.testing.assert_allclose(
+      category_loss(jnp.asarray(features), labels, 1.0, category_mean="per_category"),
+      1.0,
+      rtol=1e-6,
+  )
+
+
+def test_category_triplet_loss_rejects_an_unknown_mean():
+  with pytest.raises(ValueError, match="category_mean must be one of"):
+    category_triplet_loss(jnp.zeros((2, 2, 1)), jnp.asarray([[1, 0], [0, 1]]), 1.0, "median")
+
+
+@pytest.mark.parametrize("category_mean", ["per_category", "pooled"])
 @pytest.mark.parametrize("batch,num_categories,bits,margin", [(5, 3, 2, 1.0), (4, 4, 3, 0.5)])
-def test_category_triplet_loss_check_grads_away_from_kinks(batch, num_categories, bits, margin):
+def test_category_triplet_loss_check_grads_away_from_kinks(
+    batch, num_categories, bits, margin, category_mean
+):
   rng = np.random.default_rng(batch * 13 + bits)
   for _ in range(200):
     features = 0.7 * rng.normal(size=(batch, num_categories, bits))
@@ -365,7 +415,7 @@ def test_category_triplet_loss_check_grads_away_from_kinks(batch, num_categories
     pytest.fail("no fixture away from the hinge kinks")
   with jax.enable_x64(True):
     check_grads(
-        jax.jit(lambda f: category_triplet_loss(f, jnp.asarray(labels), margin)),
+        jax.jit(lambda f: category_triplet_loss(f, jnp.asarray(labels), margin, category_mean)),
         (jnp.asarray(features, jnp.float64),),
         order=1,
         modes=("rev",),
@@ -382,24 +432,34 @@ def test_category_triplet_loss_check_grads_away_from_kinks(batch, num_categories
     ],
     ids=["identical", "category-in-all-images", "unlabelled"],
 )
-def test_category_triplet_loss_without_valid_triple_is_zero_with_zero_gradient(labels):
+@pytest.mark.parametrize("category_mean", ["per_category", "pooled"])
+def test_category_triplet_loss_without_valid_triple_is_zero_with_zero_gradient(
+    labels, category_mean
+):
   features = jnp.asarray(
       np.random.default_rng(4).normal(size=(len(labels), labels.shape[1], 3)), jnp.float32
   )
   assert not list(category_triples(labels))
-  loss, gradient = category_loss_and_grad(features, jnp.asarray(labels), 1.0)
+  loss, gradient = category_loss_and_grad(
+      features, jnp.asarray(labels), 1.0, category_mean=category_mean
+  )
   assert float(loss) == 0.0
   assert np.isfinite(np.asarray(gradient)).all()
   np.testing.assert_array_equal(gradient, np.zeros(features.shape))
 
 
-def test_category_in_every_image_adds_no_triple():
+@pytest.mark.parametrize("category_mean", ["per_category", "pooled"])
+def test_category_in_every_image_adds_no_triple(category_mean):
   # Category 0 is in every image: it has no negative, so the loss equals the loss computed with
   # category 0 removed altogether.
   rng = np.random.default_rng(9)
   labels = np.asarray([[1, 1, 0], [1, 0, 1], [1, 1, 1], [1, 0, 0]], np.uint8)
   features = rng.normal(size=(4, 3, 2)).astype(np.float32)
-  full = category_loss(jnp.asarray(features), labels, 1.0)
-  without = category_loss(jnp.asarray(features[:, 1:]), labels[:, 1:], 1.0)
+  full = category_loss(jnp.asarray(features), labels, 1.0, category_mean=category_mean)
+  without = category_loss(
+      jnp.asarray(features[:, 1:]), labels[:, 1:], 1.0, category_mean=category_mean
+  )
   np.testing.assert_allclose(full, without, rtol=1e-6)
-  np.testing.assert_allclose(full, reference_category_triplet(features, labels, 1.0)[0], rtol=1e-5)
+  np.testing.assert_allclose(
+      full, reference_category_triplet(features, labels, 1.0, category_mean)[0], rtol=1e-5
+  )

@@ -203,6 +203,34 @@ def test_method_options_reach_the_losses():
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
 
 
+def test_iah_category_loss_mean_option_reaches_the_category_loss():
+  batch = random_batch(num_classes=NUM_CLASSES)
+  labels, images, proposals = (
+      batch["labels"],
+      jnp.asarray(batch["image"]),
+      jnp.asarray(batch["proposals"]),
+  )
+  config = method_config("iah")
+  assert config.method_options.iah.category_loss_mean == "per_category"  # the paper's eq. 7
+  model = build_method(config, NUM_CLASSES, 16, 4, SmallCNN(widths=(8, 16)))
+  variables = model.init(jax.random.PRNGKey(0), images, proposals)
+  outputs = model.apply(variables, images, proposals, train=True)
+  method = methods.get("iah")
+  found = {}
+  for category_mean in ("per_category", "pooled"):
+    config.method_options.iah.category_loss_mean = category_mean
+    terms = method.losses(outputs, labels, method.settings(config))
+    expected = losses.category_triplet_loss(
+        outputs["category_features"], labels, config.loss.category_margin, category_mean
+    )
+    np.testing.assert_allclose(terms["category_loss"], expected, rtol=1e-6)
+    found[category_mean] = float(terms["category_loss"])
+  assert abs(found["per_category"] - found["pooled"]) > 1e-6  # the batch tells them apart
+  config.method_options.iah.category_loss_mean = "median"
+  with pytest.raises(config_lib.ConfigError, match="category_loss_mean must be one of"):
+    config_lib.validate_config(config)
+
+
 @pytest.mark.parametrize("name", ["qadwh", "category_baseline"])
 def test_main_job_trains_and_evaluates_a_seed_method(name, tmp_path, tiny_data_dir):
   config = tiny_config(tiny_data_dir, steps=4)

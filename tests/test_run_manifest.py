@@ -85,3 +85,15 @@ def test_reading_a_directory_without_manifest_names_it(tmp_path):
   (tmp_path / run_manifest.FILE_NAME).write_text(json.dumps({"format": "something else"}))
   with pytest.raises(run_manifest.ManifestError, match="not an iah_jax run manifest"):
     run_manifest.read(str(tmp_path))
+
+
+def test_a_manifest_older_than_the_iah_category_loss_option_reads_as_pooled():
+  config = config_lib.base_config()
+  manifest_config = config.to_dict()
+  del manifest_config["method_options"]["iah"]  # written before the option existed
+  restored = run_manifest.config_of({"config": manifest_config})
+  assert restored.method_options.iah.category_loss_mean == "pooled"
+  assert restored.method_options.dsrh.margin == config.method_options.dsrh.margin
+  # A manifest that has the option keeps its value.
+  restored = run_manifest.config_of({"config": config.to_dict()})
+  assert restored.method_options.iah.category_loss_mean == "per_category"

@@ -59,8 +59,10 @@ def build(context: registry.BuildContext) -> CategoryBaseline:
 
 def compute_losses(outputs: dict, labels: jax.Array, settings: registry.Settings) -> dict:
   weights = settings.loss
+  # One mean over all valid (category, triple) pairs, as this baseline was measured (README);
+  # IAH's method_options.iah.category_loss_mean offers the per-category mean too.
   category_loss = losses.category_triplet_loss(
-      outputs["category_features"], labels, margin=weights.category_margin
+      outputs["category_features"], labels, margin=weights.category_margin, category_mean="pooled"
   )
   return {"loss": weights.category_weight * category_loss, "category_loss": category_loss}
 

@@ -1,6 +1,11 @@
 """Instance-Aware Hashing: the network of models/iah.py trained with label loss (eq. 3) +
 semantic weighted triplet loss (eq. 9) + category-aware triplet loss (eq. 7).
 
+Eq. 7 is "c triplet losses, one per category": method_options.iah.category_loss_mean =
+"per_category" (default) averages each category's valid triples, then the categories with any
+valid triple in the batch; "pooled" takes one mean over all valid (category, triple) pairs, so
+frequent categories weigh more (the earlier behaviour).
+
 Codes: semantic 1[s > t], category-aware per category (t from config.model.output_bound), the
 label probabilities p for section IV's tables, and query-adaptive bit weights w = p @ W with W
 read off the semantic FC (weighted Hamming ranking, a variant beside plain Hamming).
@@ -15,8 +20,19 @@ from iah_jax.methods import registry
 from iah_jax.models import iah
 from iah_jax.models.hashing import binarize
 
+OPTIONS = {
+    # "per_category" (the paper's reading of eq. 7) | "pooled" (one mean over all valid
+    # (category, triple) pairs; frequent categories weigh more).
+    "category_loss_mean": "per_category",
+}
+
 
 def build(context: registry.BuildContext) -> iah.IAH:
+  if context.options.category_loss_mean not in losses.CATEGORY_LOSS_MEANS:
+    raise ValueError(
+        f"method_options.iah.category_loss_mean must be one of {losses.CATEGORY_LOSS_MEANS}, "
+        f"got {context.options.category_loss_mean!r}"
+    )
   model = context.model
   return iah.IAH(
       backbone=context.backbone,
@@ -38,7 +54,10 @@ def compute_losses(outputs: dict, labels: jax.Array, settings: registry.Settings
       outputs["semantic_features"], labels, margin=weights.semantic_margin
   )
   category_loss = losses.category_triplet_loss(
-      outputs["category_features"], labels, margin=weights.category_margin
+      outputs["category_features"],
+      labels,
+      margin=weights.category_margin,
+      category_mean=settings.options.category_loss_mean,
   )
   total = (
       weights.label_weight * label_loss
@@ -76,5 +95,6 @@ METHOD = registry.register(
         capabilities=registry.Capabilities(
             category_codes=True, label_probs=True, bit_weights=True, proposals=True
         ),
+        options=OPTIONS,
     )
 )
