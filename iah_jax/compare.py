@@ -74,13 +74,18 @@ flags.DEFINE_list(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def parse_positive_ints(values, name: str) -> tuple[int, ...]:
+def parse_ints(values, name: str) -> tuple[int, ...]:
+  """--name's comma-separated values as integers, or a usage error naming the flag."""
   try:
-    parsed = tuple(int(value) for value in values)
+    return tuple(int(value) for value in values)
   except ValueError as err:
     raise app.UsageError(
         f"--{name} must be a comma-separated list of integers, got {values}"
     ) from err
+
+
+def parse_positive_ints(values, name: str) -> tuple[int, ...]:
+  parsed = parse_ints(values, name)
   if not parsed or min(parsed) < 1:
     raise app.UsageError(f"--{name} must list positive integers, got {values}")
   return parsed
@@ -98,12 +103,7 @@ def parse_seeds(values, config) -> tuple[int, ...]:
   """--seeds as distinct non-negative integers; default (config.seed,)."""
   if not values:
     return (int(config.seed),)
-  try:
-    seeds = tuple(int(value) for value in values)
-  except ValueError as err:
-    raise app.UsageError(
-        f"--seeds must be a comma-separated list of integers, got {values}"
-    ) from err
+  seeds = parse_ints(values, "seeds")
   if min(seeds) < 0 or len(set(seeds)) != len(seeds):
     raise app.UsageError(f"--seeds must list distinct non-negative integers, got {values}")
   return seeds
