@@ -61,28 +61,37 @@ from iah_jax.retrieval import code_health
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config",
-    os.path.join(REPO, "configs", "miml.py"),
-    "IAH config (configs/miml.py).",
-    lock_config=True,
-)
-flags.DEFINE_string(
-    "data_path",
-    os.path.join(REPO, "..", "shared", "data", "miml"),
-    "MIML directory (labels.csv, split.csv, images/).",
-)
-flags.DEFINE_list("bits", ["16", "32", "48", "64"], "Semantic bit lengths q (b = q / 4).")
-flags.DEFINE_string(
-    "workdir", os.path.join(REPO, "runs", "miml_bench"), "Checkpoints, logs and miml_results.json."
-)
-flags.DEFINE_string(
-    "data_dir",
-    None,
-    "TFDS data_dir for the prepared MIML files " "(default: the config's, ~/tensorflow_datasets).",
-)
-flags.DEFINE_integer("lsh_seed", 0, "Seed of the random hyperplanes.")
-flags.DEFINE_list("seeds", None, "Training seeds (default: the config's seed).")
+
+
+def define_flags() -> None:
+  """Defines the benchmark's flags in absl's global FLAGS, when run as a script only (the tests
+  import this module beside other commands that define --config)."""
+  config_flags.DEFINE_config_file(
+      "config",
+      os.path.join(REPO, "configs", "miml.py"),
+      "IAH config (configs/miml.py).",
+      lock_config=True,
+  )
+  flags.DEFINE_string(
+      "data_path",
+      os.path.join(REPO, "..", "shared", "data", "miml"),
+      "MIML directory (labels.csv, split.csv, images/).",
+  )
+  flags.DEFINE_list("bits", ["16", "32", "48", "64"], "Semantic bit lengths q (b = q / 4).")
+  flags.DEFINE_string(
+      "workdir",
+      os.path.join(REPO, "runs", "miml_bench"),
+      "Checkpoints, logs and miml_results.json.",
+  )
+  flags.DEFINE_string(
+      "data_dir",
+      None,
+      "TFDS data_dir for the prepared MIML files "
+      "(default: the config's, ~/tensorflow_datasets).",
+  )
+  flags.DEFINE_integer("lsh_seed", 0, "Seed of the random hyperplanes.")
+  flags.DEFINE_list("seeds", None, "Training seeds (default: the config's seed).")
+
 
 METRIC_NAMES = ("map", "wmap", "ndcg@100", "acg@100")
 
@@ -314,4 +323,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

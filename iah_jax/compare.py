@@ -46,32 +46,37 @@ from iah_jax import runtime
 
 PRETRAINED = "pretrained"  # iah_jax.comparison.cells.PRETRAINED, without importing the comparison
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", None, "Path to an ml_collections config file.", lock_config=True
-)
-flags.DEFINE_string("workdir", None, "Directory for runs, cells, comparison.md and plots.")
-flags.DEFINE_list(
-    "methods",
-    list(method_registry.names()) + list(baselines.TITLES),
-    "Methods to compare.",
-)
-flags.DEFINE_list("bits", None, "Code lengths q (default: the config's semantic_bits).")
-flags.DEFINE_string(
-    "features_from",
-    None,
-    "Backbone features for the shallow baselines: a deep method's trained backbone at the same q "
-    "(and seed), or 'pretrained' (default: 'pretrained' when config.model.pretrained is set, "
-    "the paper's setting, else 'iah').",
-)
-flags.DEFINE_list(
-    "seeds", None, "Seeds: each cell is trained / fitted once per seed (default: config.seed)."
-)
-flags.DEFINE_list(
-    "curve_ks",
-    ["1", "5", "10", "20", "50", "100", "200", "500", "1000"],
-    "m values of the NDCG@m / ACG@m plots.",
-)
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags() -> None:
+  """Defines the command's flags in absl's global FLAGS: called when run as a command only, so
+  importing this module (its helpers, in tests or other code) defines no global flag."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Path to an ml_collections config file.", lock_config=True
+  )
+  flags.DEFINE_string("workdir", None, "Directory for runs, cells, comparison.md and plots.")
+  flags.DEFINE_list(
+      "methods",
+      list(method_registry.names()) + list(baselines.TITLES),
+      "Methods to compare.",
+  )
+  flags.DEFINE_list("bits", None, "Code lengths q (default: the config's semantic_bits).")
+  flags.DEFINE_string(
+      "features_from",
+      None,
+      "Backbone features for the shallow baselines: a deep method's trained backbone at the same q "
+      "(and seed), or 'pretrained' (default: 'pretrained' when config.model.pretrained is set, "
+      "the paper's setting, else 'iah').",
+  )
+  flags.DEFINE_list(
+      "seeds", None, "Seeds: each cell is trained / fitted once per seed (default: config.seed)."
+  )
+  flags.DEFINE_list(
+      "curve_ks",
+      ["1", "5", "10", "20", "50", "100", "200", "500", "1000"],
+      "m values of the NDCG@m / ACG@m plots.",
+  )
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def parse_ints(values, name: str) -> tuple[int, ...]:
@@ -152,4 +157,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -94,6 +94,7 @@ def test_a_manifest_older_than_the_iah_category_loss_option_reads_as_pooled():
   restored = run_manifest.config_of({"config": manifest_config})
   assert restored.method_options.iah.category_loss_mean == "pooled"
   assert restored.method_options.dsrh.margin == config.method_options.dsrh.margin
-  # A manifest that has the option keeps its value.
+  # A manifest that has the option keeps its value, whichever the default is.
+  config.method_options.iah.category_loss_mean = "per_category"
   restored = run_manifest.config_of({"config": config.to_dict()})
   assert restored.method_options.iah.category_loss_mean == "per_category"
