@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -376,6 +377,7 @@ def train(
       seed=config.seed,
       shuffle_buffer=config.dataset.shuffle_buffer,
       start_step=start_step,
+      num_batches=config.num_train_steps - start_step,
   )
   writer = _summary_writer(run_dir, start_step)
   saver = checkpoints.Saver(manager)
@@ -440,6 +442,10 @@ def train(
           )
   finally:
     progress.close()
+    # Tearing down tf.data's iterator sometimes blocks for ~30 s (idle: its threads wind down
+    # the work in flight); a non-daemon thread does it while the job goes on (encoding), and
+    # the interpreter joins it at exit.
+    threading.Thread(target=batches.close, name="close_train_batches").start()
     with timer.phase("checkpoints"):  # the last asynchronous save finishes (and is sealed) even
       saver.close()  # when training stopped
   return state

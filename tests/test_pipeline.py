@@ -152,3 +152,32 @@ def test_images_stored_at_the_model_size_are_not_resized_and_equal_the_resized_o
   raw = next(iter(tfds.as_numpy(examples.map(lambda example: example["image"]).batch(4))))
   decoded = np.stack([tf.io.decode_image(image).numpy() for image in raw])
   np.testing.assert_array_equal(kept["image"], decoded.astype(np.float32) / 255.0)
+
+
+@pytest.mark.parametrize("start_step, num_batches", [(0, 30), (17, 8), (12, 12), (5, 0)])
+def test_a_bounded_pipeline_gives_the_endless_ones_batches_then_ends(
+    tiny_data_dir, start_step, num_batches
+):
+  builder = synthetic_scenes.load_builder(tiny_data_dir, "tiny")  # 12 batches of 8 per epoch
+
+  def stream(**bound):
+    return pipeline.train_batches(
+        builder,
+        split="train",
+        global_batch_size=8,
+        image_size=64,
+        seed=5,
+        shuffle_buffer=64,
+        start_step=start_step,
+        **bound,
+    )
+
+  endless = stream()
+  expected = [next(endless) for _ in range(num_batches)]
+  bounded = list(stream(num_batches=num_batches))  # ends by itself
+  assert len(bounded) == num_batches
+  for a, b in zip(expected, bounded):
+    np.testing.assert_array_equal(a["index"], b["index"])
+    np.testing.assert_array_equal(a["image"], b["image"])
+  with pytest.raises(ValueError, match="num_batches must be a non-negative integer"):
+    next(stream(num_batches=-1))
