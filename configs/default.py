@@ -7,10 +7,10 @@ per bit length (q = 16, 32, 48, 64 semantic bits; b = 4, 8, 12, 16 bits per cate
 the held-out test split (queries) against the train split (database), writes
 runs/default/results.json and prints the time by phase.
 
-Expected run time on a 2-core CPU: 679 CPU-s (user + system) with the dataset already generated,
-+45 CPU-s to generate it on the first run; measured at load average 9-16 (48.7 min wall there).
-Idle, about 5.5 min wall, 6 with the dataset (estimate: ~595 CPU-s / 1.8 cores). README "Default
-config" has the breakdown; `python -m benchmarks.default_job --workdir DIR` measures it.
+Expected run time on an idle 2-core CPU (measured 2026-12-03): 4.5 min wall and 423 CPU-s on a
+first run (dataset generated, every step compiled), 3.6 min and 343 CPU-s once the dataset and the
+compilation cache exist. README "Default config" has the breakdown by phase;
+`python -m benchmarks.default_job --workdir DIR` measures it.
 """
 
 from iah_jax.config import base_config

@@ -274,7 +274,10 @@ def test_pretrained_feature_source_is_the_supplied_backbone_untrained(tiny_data_
   assert cell["features_from"] == "pretrained"
   cached = np.load(str(tmp_path / "work" / "features" / "pretrained.npz"))
   builder = iah_jax.train.load_dataset(config)
-  expected, _ = feature_lib.extract_features(backbone, variables, builder, "test", 32)
+  # The comparison's batch size: the same program, so the session's compilation cache serves it.
+  expected, _ = feature_lib.extract_features(
+      backbone, variables, builder, "test", 32, batch_size=config.eval.batch_size
+  )
   np.testing.assert_allclose(cached["query_features"], expected, rtol=1e-4, atol=1e-5)
 
 
