@@ -12,7 +12,10 @@ load from other processes on a shared machine hits both alike.
 
 Prints images/s of both and the ratio flax / torch (> 1 means Flax is faster).
 
-Measured on this project's 2-core Xeon (AVX-512, shared with other jobs, load ~7), jax
+Idle, 2026-12-03 (2-core Xeon, AVX-512), 5 rounds x 3 steps: flax 12.35 images/s, torch NCHW
+12.57 (default threads) / 12.72 (2) -> 0.98 / 0.97; torch channels_last 16.9 -> 0.73. Batch 16:
+flax 11.6, torch 14.2 -> 0.82.
+Earlier, on a 2-core Xeon shared with other jobs (load ~7), jax
 0.10.2 / torch 2.14.1, 5 rounds x 3 steps, torch OMP_WAIT_POLICY=PASSIVE:
   2 cores:  flax 6.2 images/s; torch (NCHW, default = 2 threads) 7.1 -> flax/torch 0.87;
             torch channels_last 10.0 -> 0.62.
