@@ -96,18 +96,19 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
   with wd_all = config.optimizer.weight_decay (every parameter), and wd_method and m (the new
   layers' `new_layer_lr_multiplier`, 1 elsewhere) from the method's `OptimizerSettings`
   (`Method.optimizer`). m is applied to the update after momentum, which equals scaling the
-  rate inside it (v is linear in the gradients); the parts that are off are left out of the
-  chain, so methods without settings keep the optimiser state they always had.
+  rate inside it (v is linear in the gradients). The method's parts are stateless and wrap the
+  SGD without changing its state: the optimiser state (and so every checkpoint's layout) is
+  the same whatever the method's settings.
   """
   settings = methods.get(config.method).optimizer(config)
   parts = []
   if config.optimizer.weight_decay:
     parts.append(optax.add_decayed_weights(config.optimizer.weight_decay))
+  before, after = [], []
   if settings.weight_decay:
-    parts.append(optax.add_decayed_weights(settings.weight_decay, mask=weight_matrices))
-  parts.append(optax.sgd(schedule, momentum=config.optimizer.momentum))
+    before.append(optax.add_decayed_weights(settings.weight_decay, mask=weight_matrices))
   if settings.new_layers and settings.new_layer_lr_multiplier != 1.0:
-    parts.append(
+    after.append(
         optax.multi_transform(
             {
                 NEW_LAYERS: optax.scale(settings.new_layer_lr_multiplier),
@@ -116,7 +117,34 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
             new_layer_labels(settings.new_layers),
         )
     )
+  sgd = optax.sgd(schedule, momentum=config.optimizer.momentum)
+  parts.append(with_stateless_parts(sgd, before, after) if before or after else sgd)
   return optax.chain(*parts)
+
+
+def with_stateless_parts(
+    inner: optax.GradientTransformation,
+    before: list[optax.GradientTransformation],
+    after: list[optax.GradientTransformation],
+) -> optax.GradientTransformation:
+  """`inner` with stateless transformations applied to the updates before and after it; the
+  state is `inner`'s own (the stateless parts' empty states are rebuilt at each update)."""
+
+  def apply(parts, updates, params):
+    for part in parts:
+      updates, _ = part.update(updates, part.init(params), params)
+    return updates
+
+  def init(params):
+    for part in before + after:
+      part.init(params)  # their own checks (e.g. new_layer_labels) fail here, not mid-run
+    return inner.init(params)
+
+  def update(updates, state, params=None):
+    updates, state = inner.update(apply(before, updates, params), state, params)
+    return apply(after, updates, params), state
+
+  return optax.GradientTransformation(init, update)
 
 
 NEW_LAYERS, OTHER_LAYERS = "new_layers", "other_layers"

@@ -121,9 +121,12 @@ def test_paper_defaults_of_the_solver_settings():
   assert methods.get("iah").optimizer(config) == methods.OptimizerSettings()
 
 
-def test_methods_without_settings_keep_the_plain_sgd_state():
-  config = config_lib.base_config()  # iah: no per-parameter settings
+@pytest.mark.parametrize("method", ["iah", "dsrh", "qadwh"])
+def test_the_optimiser_state_is_plain_sgd_whatever_the_method_settings(method):
+  """Checkpoints keep one layout: the method's parts add no state."""
+  config = solver_config(method)
   params = jax.tree.map(jnp.asarray, toy_params("hash_fc"))
+  params["label_fc"] = params["class_bit_weights"] = jnp.ones((2, 2))
   state = train.make_optimizer(config, optax.constant_schedule(0.1)).init(params)
   schedule = optax.constant_schedule(0.1)
   plain = optax.chain(optax.sgd(schedule, momentum=config.optimizer.momentum)).init(params)
