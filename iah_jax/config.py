@@ -88,6 +88,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-4  # paper: 1e-4
   config.optimizer.momentum = 0.9
+  # L2 decay on every parameter of every method; methods with their papers' per-layer solver
+  # settings (dsrh, qadwh: method_options.<m>.weight_decay on weights and
+  # new_layer_lr_multiplier on their new layers) add those (train.make_optimizer).
   config.optimizer.weight_decay = 0.0
   config.optimizer.decay_every_epochs = 30.0  # paper: lr / 10 every 30 epochs
   config.optimizer.decay_factor = 0.1

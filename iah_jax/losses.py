@@ -3,7 +3,7 @@
 - IAH: label-probability loss (eq. 3), weighted triplet loss (eq. 9), category-aware triplet
   loss (eq. 7);
 - DNNH's own plain triplet ranking loss; DSRH's NDCG-weighted ranking hinge and bit-balance
-  penalty; QaDWH's class-wise weighted triplet loss.
+  penalty; QaDWH's class-wise weighted triplet loss and per-class sigmoid cross-entropy.
 
 Each method's `losses` (iah_jax.methods) combines these with its weights and options.
 
@@ -37,6 +37,23 @@ def label_probability_loss(label_logits: jax.Array, labels: jax.Array) -> jax.Ar
   log_probs = jax.nn.log_softmax(label_logits, axis=-1)
   num_positive = jnp.maximum(labels.sum(-1), 1.0)
   return jnp.mean(-(labels * log_probs).sum(-1) / num_positive)
+
+
+def sigmoid_cross_entropy_loss(label_logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-class sigmoid cross-entropy summed over the classes, mean over the batch.
+
+  -(1 / B) sum_n sum_j [y_nj log sigmoid(z_nj) + (1 - y_nj) log(1 - sigmoid(z_nj))]; its
+  gradient is (sigmoid(z) - y) / B, that of QaDWH's MultiLabelSoftmaxWithLoss layer.
+
+  Args:
+    label_logits: z, [B, c] class scores.
+    labels: y, [B, c] multi-hot {0, 1}.
+  Returns:
+    scalar.
+  """
+  labels = labels.astype(label_logits.dtype)
+  log_p, log_not_p = jax.nn.log_sigmoid(label_logits), jax.nn.log_sigmoid(-label_logits)
+  return jnp.mean(-(labels * log_p + (1.0 - labels) * log_not_p).sum(-1))
 
 
 def pairwise_squared_distances(features: jax.Array) -> jax.Array:
@@ -185,12 +202,15 @@ def dsrh_ranking_loss(
 
   For every ordered triple (a, i, j) with r_i > r_j (r = shared labels with a):
     w_aij * max(0, 0.5 * (h_a . h_j - h_a . h_i) + margin),  w = dsrh_gain_weights.
-  (0.5 * (h_a . h_j - h_a . h_i) is half the Hamming-distance difference for +-1 codes.)
+  For +-1 codes d_H(x, y) = (q - x . y) / 2, so 0.5 * (h_a . h_j - h_a . h_i) is exactly the
+  Hamming-distance difference d_H(a, i) - d_H(a, j) (in [-q, q]): the hinge asks the more
+  similar item i to be at least `margin` bits closer to a than j.
 
   Args:
     signed_outputs: h = 2 sigmoid(.) - 1, [B, q] in (-1, 1).
     labels: [B, c] multi-hot {0, 1}.
-    margin: hinge margin (5.0 for 64 bits in the authors' code).
+    margin: hinge margin in bits (5.0 for 64 bits in the authors' code; the DSRH method scales
+      it with q, see iah_jax.methods.dsrh).
   Returns:
     scalar: sum over valid triples divided by their number (0 when there is none).
   """
@@ -245,7 +265,8 @@ def qadwh_weighted_triplet_loss(
     class_bit_weights: W, [c, q].
     margin: hinge margin (1 in the authors' code).
   Returns:
-    scalar: mean over valid triples (0 when there is none).
+    scalar: mean over valid triples (0 when there is none). (The authors' Caffe layer halves
+    it; the QaDWH method multiplies by method_options.qadwh.triplet_loss_scale = 0.5.)
   """
   _check_batch(bit_outputs, labels, "qadwh_weighted_triplet_loss")
   weighted = bit_outputs * sample_bit_weights(labels, class_bit_weights)

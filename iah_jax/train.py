@@ -89,12 +89,89 @@ def learning_rate_schedule(
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
-  """SGD with momentum (the paper's solver), optional decoupled weight decay."""
+  """SGD with momentum (the paper's solver) and the method's per-parameter settings.
+
+  Per step, for parameter w with gradient g (Caffe's solver with lr_mult m and weight decay):
+    v <- momentum * v + g + wd_all * w + wd_method * w * [w.ndim >= 2]
+    w <- w - schedule(step) * m(w) * v
+  with wd_all = config.optimizer.weight_decay (every parameter), and wd_method and m (the new
+  layers' `new_layer_lr_multiplier`, 1 elsewhere) from the method's `OptimizerSettings`
+  (`Method.optimizer`). m is applied to the update after momentum, which equals scaling the
+  rate inside it (v is linear in the gradients). The method's parts are stateless and wrap the
+  SGD without changing its state: the optimiser state (and so every checkpoint's layout) is
+  the same whatever the method's settings.
+  """
+  settings = methods.get(config.method).optimizer(config)
   parts = []
   if config.optimizer.weight_decay:
     parts.append(optax.add_decayed_weights(config.optimizer.weight_decay))
-  parts.append(optax.sgd(schedule, momentum=config.optimizer.momentum))
+  before, after = [], []
+  if settings.weight_decay:
+    before.append(optax.add_decayed_weights(settings.weight_decay, mask=weight_matrices))
+  if settings.new_layers and settings.new_layer_lr_multiplier != 1.0:
+    after.append(
+        optax.multi_transform(
+            {
+                NEW_LAYERS: optax.scale(settings.new_layer_lr_multiplier),
+                OTHER_LAYERS: optax.identity(),
+            },
+            new_layer_labels(settings.new_layers),
+        )
+    )
+  sgd = optax.sgd(schedule, momentum=config.optimizer.momentum)
+  parts.append(with_stateless_parts(sgd, before, after) if before or after else sgd)
   return optax.chain(*parts)
+
+
+def with_stateless_parts(
+    inner: optax.GradientTransformation,
+    before: list[optax.GradientTransformation],
+    after: list[optax.GradientTransformation],
+) -> optax.GradientTransformation:
+  """`inner` with stateless transformations applied to the updates before and after it; the
+  state is `inner`'s own (the stateless parts' empty states are rebuilt at each update)."""
+
+  def apply(parts, updates, params):
+    for part in parts:
+      updates, _ = part.update(updates, part.init(params), params)
+    return updates
+
+  def init(params):
+    for part in before + after:
+      part.init(params)  # their own checks (e.g. new_layer_labels) fail here, not mid-run
+    return inner.init(params)
+
+  def update(updates, state, params=None):
+    updates, state = inner.update(apply(before, updates, params), state, params)
+    return apply(after, updates, params), state
+
+  return optax.GradientTransformation(init, update)
+
+
+NEW_LAYERS, OTHER_LAYERS = "new_layers", "other_layers"
+
+
+def weight_matrices(params):
+  """True for every weight matrix / kernel (ndim >= 2), False for biases and scales."""
+  return jax.tree.map(lambda value: jnp.ndim(value) >= 2, params)
+
+
+def new_layer_labels(new_layers: tuple[str, ...]) -> Callable:
+  """params -> the same tree of NEW_LAYERS (under a top-level name in `new_layers`) or
+  OTHER_LAYERS labels; ValueError when a name is not a top-level key of the params."""
+
+  def labels(params):
+    missing = sorted(set(new_layers) - set(params.keys()))
+    if missing:
+      raise ValueError(
+          f"new layers {missing} are not in the parameters (top-level names: "
+          f"{sorted(params.keys())})"
+      )
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: NEW_LAYERS if path[0].key in new_layers else OTHER_LAYERS, params
+    )
+
+  return labels
 
 
 def resolve_path(path: str) -> str:

@@ -147,3 +147,117 @@ def test_mismatched_shapes_are_clear_errors():
     losses.dsrh_ranking_loss(features[:3], labels, 5.0)
   with pytest.raises(ValueError, match=r"W \[c, q\]"):
     losses.sample_bit_weights(labels, np.ones((labels.shape[1] + 1, 5)))
+
+
+# ----------------------------------------------------------------------------- method losses
+# Each method's `losses` on hand-made outputs, against loops over the batch.
+
+
+def _settings(name, **changes):
+  from iah_jax import config as config_lib
+  from iah_jax import methods
+
+  config = config_lib.base_config()
+  config.method = name
+  for option, value in changes.items():
+    config.method_options[name][option] = value
+  return methods.get(name), methods.get(name).settings(config)
+
+
+def reference_sigmoid_cross_entropy(logits, labels):
+  total = 0.0
+  for n in range(len(logits)):
+    for j in range(logits.shape[1]):
+      p = 1.0 / (1.0 + math.exp(-logits[n, j]))
+      total -= math.log(p) if labels[n, j] else math.log(1.0 - p)
+  return total / len(logits)
+
+
+def reference_softmax_label_loss(logits, labels):
+  total = 0.0
+  for n in range(len(logits)):
+    normaliser = sum(math.exp(z) for z in logits[n])
+    positives = [j for j in range(logits.shape[1]) if labels[n, j]]
+    total -= sum(math.log(math.exp(logits[n, j]) / normaliser) for j in positives) / len(positives)
+  return total / len(logits)
+
+
+def test_sigmoid_cross_entropy_loss_matches_loops_and_its_gradient_is_sigmoid_minus_labels():
+  logits = np.array([[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]], np.float32)
+  labels = np.array([[1, 0, 1], [0, 0, 1]], np.float32)
+  got = losses.sigmoid_cross_entropy_loss(jnp.asarray(logits), jnp.asarray(labels))
+  np.testing.assert_allclose(float(got), reference_sigmoid_cross_entropy(logits, labels), rtol=1e-6)
+  # The gradient of the authors' MultiLabelSoftmaxWithLoss layer: (sigmoid(z) - y) / B.
+  grad = jax.grad(losses.sigmoid_cross_entropy_loss)(jnp.asarray(logits), jnp.asarray(labels))
+  np.testing.assert_allclose(
+      np.asarray(grad), (1.0 / (1.0 + np.exp(-logits)) - labels) / 2, rtol=1e-5, atol=1e-7
+  )
+
+
+def _qadwh_batch():
+  """Hand-made QaDWH outputs: 5 images, 3 classes, 4 bits."""
+  rng = np.random.default_rng(11)
+  labels = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]], np.float32)
+  outputs = {
+      "semantic_features": rng.uniform(0.05, 0.95, size=(5, 4)).astype(np.float32),
+      "label_logits": rng.normal(size=(5, 3)).astype(np.float32),
+      "class_bit_weights": rng.normal(1.0, 0.3, size=(3, 4)).astype(np.float32),
+  }
+  return outputs, labels
+
+
+@pytest.mark.parametrize("label_loss", ["softmax", "sigmoid"])
+def test_qadwh_losses_are_the_authors_label_loss_plus_half_the_weighted_triplet(label_loss):
+  method, settings = _settings("qadwh", label_loss=label_loss)
+  assert settings.options.triplet_loss_scale == 0.5  # the authors' Caffe triplet layer
+  outputs, labels = _qadwh_batch()
+  terms = method.losses({k: jnp.asarray(v) for k, v in outputs.items()}, labels, settings)
+  bits, weights = outputs["semantic_features"], outputs["class_bit_weights"]
+  weighted = np.stack(
+      [
+          bits[n] * sum(weights[j] for j in range(3) if labels[n, j]) / labels[n].sum()
+          for n in range(len(bits))
+      ]
+  )
+  triplet = 0.5 * reference_triplet(weighted, labels, 1.0)
+  if label_loss == "sigmoid":
+    label_term = reference_sigmoid_cross_entropy(outputs["label_logits"], labels)
+  else:
+    label_term = reference_softmax_label_loss(outputs["label_logits"], labels)
+  np.testing.assert_allclose(float(terms["semantic_loss"]), triplet, rtol=1e-5)
+  np.testing.assert_allclose(float(terms["label_loss"]), label_term, rtol=1e-5)
+  np.testing.assert_allclose(float(terms["loss"]), label_term + triplet, rtol=1e-5)
+
+
+@pytest.mark.parametrize("label_loss", ["softmax", "sigmoid"])
+def test_qadwh_query_weights_use_the_label_loss_probabilities(label_loss):
+  method, settings = _settings("qadwh", label_loss=label_loss)
+  outputs, _ = _qadwh_batch()
+  encoded = method.encode({k: jnp.asarray(v) for k, v in outputs.items()}, settings)
+  logits = outputs["label_logits"]
+  if label_loss == "sigmoid":
+    probs = 1.0 / (1.0 + np.exp(-logits))
+  else:
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(encoded["label_probs"]), probs, rtol=1e-5)
+  for n in range(len(probs)):
+    expected = sum(probs[n, j] * outputs["class_bit_weights"][j] for j in range(3))
+    np.testing.assert_allclose(np.asarray(encoded["bit_weights"][n]), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bits,margin_bits,margin",
+    [(32, 64, 2.5), (64, 64, 5.0), (16, 64, 1.25), (32, 0, 5.0)],
+)
+def test_dsrh_margin_scales_with_the_code_length(bits, margin_bits, margin):
+  method, settings = _settings("dsrh", margin_bits=margin_bits)
+  assert settings.options.margin == 5.0  # the authors' value, for 64 bits
+  rng = np.random.default_rng(bits + margin_bits)
+  labels = (rng.uniform(size=(6, 3)) < 0.5).astype(np.float32)
+  labels[np.arange(6), rng.integers(0, 3, 6)] = 1.0
+  signed = rng.uniform(-1, 1, size=(6, bits)).astype(np.float32)
+  terms = method.losses({"semantic_features": jnp.asarray(signed)}, labels, settings)
+  ranking = reference_dsrh(signed, labels, margin)
+  balance = sum((signed[:, k].mean()) ** 2 for k in range(bits))
+  np.testing.assert_allclose(float(terms["semantic_loss"]), ranking, rtol=1e-5)
+  np.testing.assert_allclose(float(terms["loss"]), ranking + 1.0 * balance, rtol=1e-5)

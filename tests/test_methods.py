@@ -187,20 +187,40 @@ def test_method_options_reach_the_losses():
   outputs, terms = _losses_for(config, batch)
   signed = outputs["semantic_features"]
   assert np.all(np.abs(signed) < 1.0)
-  expected = losses.dsrh_ranking_loss(signed, labels, 2.5) + 0.3 * losses.bit_balance_penalty(
-      signed
-  )
+  # margin 2.5 at margin_bits 64, tiny config q = 8: the hinge's margin is 2.5 * 8 / 64.
+  expected = losses.dsrh_ranking_loss(
+      signed, labels, 2.5 * 8 / 64
+  ) + 0.3 * losses.bit_balance_penalty(signed)
+  np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
+  config.method_options.dsrh.margin_bits = 0  # the margin as given at every q
+  outputs, terms = _losses_for(config, batch)
+  expected = losses.dsrh_ranking_loss(
+      outputs["semantic_features"], labels, 2.5
+  ) + 0.3 * losses.bit_balance_penalty(outputs["semantic_features"])
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
 
   config = method_config("qadwh")
   config.method_options.qadwh.triplet_margin = 0.25
   outputs, terms = _losses_for(config, batch)
+  # The triplet term is halved (triplet_loss_scale 0.5, the authors' Caffe layer).
   expected = losses.label_probability_loss(
+      outputs["label_logits"], labels
+  ) + 0.5 * losses.qadwh_weighted_triplet_loss(
+      outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25
+  )
+  np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
+  config.method_options.qadwh.label_loss = "sigmoid"
+  config.method_options.qadwh.triplet_loss_scale = 1.0
+  outputs, terms = _losses_for(config, batch)
+  expected = losses.sigmoid_cross_entropy_loss(
       outputs["label_logits"], labels
   ) + losses.qadwh_weighted_triplet_loss(
       outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25
   )
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
+  config.method_options.qadwh.label_loss = "softmax_loss"
+  with pytest.raises(config_lib.ConfigError, match="qadwh.label_loss must be one of"):
+    config_lib.validate_config(config)
 
 
 def test_iah_category_loss_mean_option_reaches_the_category_loss():

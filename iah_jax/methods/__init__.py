@@ -3,7 +3,8 @@
 shared; comparison/ and the config schema read the registry.
 
     method = methods.get("dsrh")       # Method(name, title, build, losses, encode, capabilities,
-    methods.names()                    #        options); every registered name, in table order
+    methods.names()                    #        options, optimizer_settings); every registered
+                                       #        name, in table order
     methods.register(Method(...))      # a new method: one module (or one test file)
 
 Built in, in table order: iah (models/iah.py), one_stage (DNNH), dsrh, qadwh, category_baseline
@@ -13,6 +14,7 @@ Built in, in table order: iah (models/iah.py), one_stage (DNNH), dsrh, qadwh, ca
 from iah_jax.methods.registry import BuildContext
 from iah_jax.methods.registry import Capabilities
 from iah_jax.methods.registry import Method
+from iah_jax.methods.registry import OptimizerSettings
 from iah_jax.methods.registry import Settings
 from iah_jax.methods.registry import get
 from iah_jax.methods.registry import names

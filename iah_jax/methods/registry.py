@@ -2,7 +2,8 @@
 
 A `Method` describes itself completely: its network (`build`), what it minimises (`losses`), how
 its outputs become codes (`encode`), what its codes can be evaluated on (`capabilities`), its own
-options with their defaults (`config.method_options.<name>`) and its display title. Training
+options with their defaults (`config.method_options.<name>`), the per-layer solver settings its
+papers train with (`optimizer_settings`, optional) and its display title. Training
 (train.py), evaluation (evaluate.py), the config schema (config.py) and the comparison
 (comparison/) look a method up here by name and keep no list of methods of their own, so a new
 method is one module that calls `register`.
@@ -15,6 +16,8 @@ The three functions:
 - `encode(outputs, settings: Settings) -> {"semantic_codes": {0,1} uint8 [B, q], ...}` plus,
   exactly as `capabilities` declares, `category_codes` [B, c, b], `label_probs` [B, c] and
   `bit_weights` [B, q].
+And optionally `optimizer_settings(options: config.method_options.<name>) -> OptimizerSettings`
+(train.make_optimizer applies it on top of config.optimizer).
 """
 
 from __future__ import annotations
@@ -79,6 +82,40 @@ class Settings:
 
 
 @dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+  """Per-parameter solver settings of a method (its authors' Caffe / cuda-convnet solvers set
+  them per layer); train.make_optimizer applies them on top of config.optimizer.
+
+  Attributes:
+    new_layers: top-level names in the method's params (Flax submodule or parameter names, e.g.
+      "hash_fc") of the layers trained with `new_layer_lr_multiplier`; every other parameter
+      (the backbone, ...) keeps the schedule's rate. A name missing from the params is an error.
+    new_layer_lr_multiplier: the new layers' learning rate is this times the schedule's (Caffe's
+      lr_mult); 1.0 = one rate for all.
+    weight_decay: L2 weight decay (added to the gradient before momentum, as Caffe's
+      weight_decay with decay_mult 1 on weights and 0 on biases) on every weight matrix and
+      kernel: parameters with ndim >= 2 (not biases, nor normalisation scales). Added to
+      config.optimizer.weight_decay, which applies to every parameter of every method.
+  """
+
+  new_layers: tuple[str, ...] = ()
+  new_layer_lr_multiplier: float = 1.0
+  weight_decay: float = 0.0
+
+
+def check_optimizer_options(name: str, options: ml_collections.ConfigDict) -> None:
+  """ValueError unless method `name`'s new_layer_lr_multiplier > 0 and weight_decay >= 0 (for
+  the methods that declare these options; called by their `build`)."""
+  if not options.new_layer_lr_multiplier > 0:
+    raise ValueError(
+        f"method_options.{name}.new_layer_lr_multiplier must be > 0, got "
+        f"{options.new_layer_lr_multiplier}"
+    )
+  if not options.weight_decay >= 0:
+    raise ValueError(f"method_options.{name}.weight_decay must be >= 0, got {options.weight_decay}")
+
+
+@dataclasses.dataclass(frozen=True)
 class BuildContext:
   """What a method's `build` reads: the sizes of this run, the backbone and the settings.
 
@@ -117,6 +154,8 @@ class Method:
     encode: (outputs, Settings) -> codes.
     capabilities: see `Capabilities`.
     options: defaults of config.method_options.<name> (name -> value; the config schema).
+    optimizer_settings: config.method_options.<name> -> OptimizerSettings, or None (the
+      config.optimizer solver for every parameter).
   """
 
   name: str
@@ -126,6 +165,7 @@ class Method:
   encode: Callable[[dict, Settings], dict]
   capabilities: Capabilities = Capabilities()
   options: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
+  optimizer_settings: Callable[[ml_collections.ConfigDict], OptimizerSettings] | None = None
 
   def method_options(self, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """config.method_options.<name>."""
@@ -133,6 +173,12 @@ class Method:
 
   def settings(self, config: ml_collections.ConfigDict) -> Settings:
     return Settings(loss=config.loss, model=config.model, options=self.method_options(config))
+
+  def optimizer(self, config: ml_collections.ConfigDict) -> OptimizerSettings:
+    """This run's per-parameter solver settings (the defaults when the method declares none)."""
+    if self.optimizer_settings is None:
+      return OptimizerSettings()
+    return self.optimizer_settings(self.method_options(config))
 
   def build_context(
       self,
