@@ -27,6 +27,8 @@ flags.DEFINE_integer("k", 20, "Results per list (per group with --by-category)."
 flags.DEFINE_bool("by-category", False, "Group the results by predicted category (IAH sec. IV).")
 flags.DEFINE_enum("ranking", "hamming", ["hamming", "weighted"], "Semantic ranking distance.")
 flags.DEFINE_enum("backend", "jax", ["jax", "faiss"], "Hamming search backend.")
+# 0.2 is retrieval.DEFAULT_THRESHOLD, written out: importing iah_jax.retrieval loads JAX, and this
+# module stays light until the inputs are checked.
 flags.DEFINE_float("threshold", 0.2, "Category probability threshold p_j (IAH: 0.2).")
 flags.DEFINE_bool("saliency", False, "Also write saliency.png, the results as a PNG sheet.")
 flags.DEFINE_enum("saliency_reduce", "max", ["max", "sum"], "Per-pixel max or sum over proposals.")

@@ -215,10 +215,13 @@ class PhotoIndex:
       )
     return cls(directory, header, paths, semantic, category_codes)
 
-  def category_tables(self, threshold: float = 0.2, backend: str = "jax"):
-    """IAH section IV's `retrieval.CategoryTables` over the database, or None when the method
-    has no category-aware codes or no label probabilities."""
+  def category_tables(self, threshold: float | None = None, backend: str = "jax"):
+    """IAH section IV's `retrieval.CategoryTables` over the database (threshold default
+    `retrieval.DEFAULT_THRESHOLD`, 0.2), or None when the method has no category-aware codes or
+    no label probabilities."""
     from iah_jax import retrieval
+
+    threshold = retrieval.DEFAULT_THRESHOLD if threshold is None else threshold
 
     if self.category_codes is None or self.label_probs is None:
       return None
