@@ -79,14 +79,6 @@ def compute_losses(outputs: dict, labels: jax.Array, settings: registry.Settings
   return {"loss": total, "semantic_loss": ranking_loss, "bit_balance_loss": balance}
 
 
-def optimizer_settings(options) -> registry.OptimizerSettings:
-  return registry.OptimizerSettings(
-      new_layers=NEW_LAYERS,
-      new_layer_lr_multiplier=float(options.new_layer_lr_multiplier),
-      weight_decay=float(options.weight_decay),
-  )
-
-
 def encode(outputs: dict, settings: registry.Settings) -> dict:
   """Codes 1[h > 0] (h is bounded by construction; no setting changes them)."""
   return {"semantic_codes": binarize(outputs["semantic_features"], "tanh")}
@@ -100,6 +92,6 @@ METHOD = registry.register(
         losses=compute_losses,
         encode=encode,
         options=OPTIONS,
-        optimizer_settings=optimizer_settings,
+        optimizer_settings=registry.new_layer_optimizer_settings(NEW_LAYERS),
     )
 )

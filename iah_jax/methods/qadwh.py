@@ -128,14 +128,6 @@ def compute_losses(outputs: dict, labels: jax.Array, settings: registry.Settings
   return {"loss": total, "label_loss": label_term, "semantic_loss": semantic_loss}
 
 
-def optimizer_settings(options) -> registry.OptimizerSettings:
-  return registry.OptimizerSettings(
-      new_layers=NEW_LAYERS,
-      new_layer_lr_multiplier=float(options.new_layer_lr_multiplier),
-      weight_decay=float(options.weight_decay),
-  )
-
-
 def encode(outputs: dict, settings: registry.Settings) -> dict:
   """Codes 1[bit > 0.5], p (per method_options.qadwh.label_loss) and w = sum_j p_j W_j."""
   probs = label_probs(outputs["label_logits"], settings.options.label_loss)
@@ -157,6 +149,6 @@ METHOD = registry.register(
             label_probs=True, bit_weights=True, query_adaptive_ranking=True
         ),
         options=OPTIONS,
-        optimizer_settings=optimizer_settings,
+        optimizer_settings=registry.new_layer_optimizer_settings(NEW_LAYERS),
     )
 )

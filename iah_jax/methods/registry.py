@@ -103,6 +103,22 @@ class OptimizerSettings:
   weight_decay: float = 0.0
 
 
+def new_layer_optimizer_settings(
+    new_layers: tuple[str, ...],
+) -> Callable[[ml_collections.ConfigDict], OptimizerSettings]:
+  """`optimizer_settings` of a method whose options hold `new_layer_lr_multiplier` and
+  `weight_decay` (for the parameters under the top-level names `new_layers`)."""
+
+  def settings(options: ml_collections.ConfigDict) -> OptimizerSettings:
+    return OptimizerSettings(
+        new_layers=tuple(new_layers),
+        new_layer_lr_multiplier=float(options.new_layer_lr_multiplier),
+        weight_decay=float(options.weight_decay),
+    )
+
+  return settings
+
+
 def check_optimizer_options(name: str, options: ml_collections.ConfigDict) -> None:
   """ValueError unless method `name`'s new_layer_lr_multiplier > 0 and weight_decay >= 0 (for
   the methods that declare these options; called by their `build`)."""
