@@ -28,6 +28,12 @@ existed, <method>_q<q>_s<seed>.json for the others) and not recomputed; deep run
 checkpoints (<workdir>/<method>/q<q>_b<b>, ..._s<seed> for other seeds). Cells whose database
 codes collapsed (a handful of distinct codes: the ranking is the tie order) are logged as a
 WARNING and marked † in the report, never bold. The workdir must be a local directory.
+
+--search: before its cells, each deep method (and the deep feature source of the shallow
+baselines) gets a small search at each q, scored on the validation carve only (never the
+queries): the learning rate, then the method's one or two main loss weights, within the budget
+config.search gives (iah_jax.comparison.search); its cells (every seed) then train with the
+selection. Trials resume; <workdir>/search.md lists them and comparison.md notes the selection.
 """
 
 from __future__ import annotations
@@ -70,6 +76,13 @@ def define_flags() -> None:
   )
   flags.DEFINE_list(
       "seeds", None, "Seeds: each cell is trained / fitted once per seed (default: config.seed)."
+  )
+  flags.DEFINE_bool(
+      "search",
+      False,
+      "First give each deep method the validation-selected search over its learning rate and "
+      "main loss weights (budget: config.search; trials in <workdir>/search.md) and train its "
+      "cells with the selection.",
   )
   flags.DEFINE_list(
       "curve_ks",
@@ -142,6 +155,11 @@ def main(argv):
   config = FLAGS.config
   features_from = resolve_features_from(FLAGS.features_from, config)
   check_choices(config, list(FLAGS.methods), features_from)
+  if FLAGS.search and not config.dataset.validation_split:
+    raise app.UsageError(
+        "--search selects on the validation carve: set config.dataset.validation_split (e.g. "
+        "--config.dataset.train_split='train[:90%]' --config.dataset.validation_split='train[90%:]')"
+    )
   bits = parse_positive_ints(FLAGS.bits or config.semantic_bits, "bits")
   curve_ks = parse_positive_ints(FLAGS.curve_ks, "curve_ks")
   seeds = parse_seeds(FLAGS.seeds, config)
@@ -151,7 +169,14 @@ def main(argv):
 
   with console.progress_logging():
     comparison.compare(
-        config, FLAGS.workdir, list(FLAGS.methods), bits, features_from, curve_ks, seeds
+        config,
+        FLAGS.workdir,
+        list(FLAGS.methods),
+        bits,
+        features_from,
+        curve_ks,
+        seeds,
+        search=FLAGS.search,
     )
   print(f"wrote {os.path.join(os.path.abspath(FLAGS.workdir), 'comparison.md')}")
 

@@ -107,6 +107,20 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.ks = (100,)  # NDCG@k / ACG@k cut-offs
   config.eval.ties = "stable"  # Hamming ties by database index
   config.eval.every_steps = 0  # validation interval (0: only at the end)
+
+  # The validation-selected search of `iah_jax.compare --search` (iah_jax.comparison.search):
+  # per deep method and code length, trials scored by their best validation MAP (the validation
+  # carve only, never the queries): first optimizer.learning_rate x each learning_rate_scale,
+  # then, at the best rate, each of the method's tuned loss weights (its registry entry) x each
+  # weight_scale in turn, kept where it beats the best so far. Scale 1.0 (the config's own value)
+  # is always tried, so the search never selects below the config's validation MAP. Budget per
+  # (method, q): (len(learning_rate_scales) + len(weight_scales) * weights) trials of
+  # num_train_steps steps (0: config.num_train_steps; the schedule's decay and warm-up scale
+  # with it). Needs dataset.validation_split.
+  config.search = ml_collections.ConfigDict()
+  config.search.learning_rate_scales = (0.3, 1.0, 3.0)
+  config.search.weight_scales = (0.3, 3.0)
+  config.search.num_train_steps = 0
   return config
 
 
@@ -186,6 +200,22 @@ def integer_tuple(minimum: int = 1, allow_empty: bool = False) -> Check:
       return None
     empty = "" if allow_empty else "non-empty "
     return f"must be a {empty}tuple of integers >= {minimum}, e.g. '(16, 32)'"
+
+  return check
+
+
+def number_tuple(minimum: float = 0.0, *, strict: bool = False) -> Check:
+  wanted = f"a non-empty tuple of numbers {'>' if strict else '>='} {minimum:g}, e.g. '(0.3, 3.0)'"
+
+  def check(value):
+    fits = (
+        isinstance(value, (tuple, list))
+        and len(value) > 0
+        and all(
+            _is_number(item) and (item > minimum if strict else item >= minimum) for item in value
+        )
+    )
+    return None if fits else f"must be {wanted}"
 
   return check
 
@@ -275,6 +305,9 @@ FIELD_CHECKS: dict[str, Check] = {
     "eval.ks": integer_tuple(1, allow_empty=True),
     "eval.ties": choice(_ties),
     "eval.every_steps": integer(0),
+    "search.learning_rate_scales": number_tuple(0.0, strict=True),
+    "search.weight_scales": number_tuple(0.0),
+    "search.num_train_steps": integer(0),
 }
 
 

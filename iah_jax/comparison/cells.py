@@ -57,6 +57,7 @@ from iah_jax import metrics
 from iah_jax import run_manifest
 from iah_jax import train
 from iah_jax.baselines import features as feature_lib
+from iah_jax.comparison import search
 from iah_jax.data import features
 from iah_jax.retrieval import code_health
 
@@ -96,14 +97,17 @@ def method_config(
     bits: int,
     category_bits: int,
     seed: int | None = None,
+    overrides: dict | None = None,
 ) -> ml_collections.ConfigDict:
   """A copy of `config` for one method, one (q, b) pair and one seed (default config.seed),
-  validated."""
+  with `overrides` (dotted config path -> value) applied, validated."""
   config = evaluate.pair_config(config, bits, category_bits)
   with config.unlocked():
     config.method = method
     if seed is not None:
       config.seed = int(seed)
+  if overrides:
+    config = search.apply_overrides(config, overrides)
   return config_lib.validate_config(config)
 
 
@@ -210,6 +214,25 @@ def save_cell(workdir: str, cell: dict, config_seed: int | None = None) -> None:
   os.replace(partial, path)
 
 
+def check_run_overrides(run_dir: str, overrides: dict) -> None:
+  """ValueError if `run_dir` was started with other values at the paths of `overrides` (its
+  run_manifest.json's config): resuming it would mix two settings in one run."""
+  path = run_manifest.manifest_path(run_dir)
+  if not overrides or not os.path.exists(path):
+    return
+  with open(path) as file:
+    recorded = json.load(file).get("config", {})
+  for key, value in overrides.items():
+    node = recorded
+    for part in key.split("."):
+      node = node.get(part, {}) if isinstance(node, dict) else {}
+    if node != {} and not np.isclose(float(node), float(value)):
+      raise ValueError(
+          f"{run_dir} was trained with {key} = {node}, not the search's {value}: delete it or "
+          "use another workdir (one run never mixes two settings)"
+      )
+
+
 def trained_state(config: ml_collections.ConfigDict, builder, mesh, run_dir: str):
   """Trains (or resumes, or just restores) config.method at config's single (q, b) pair.
 
@@ -233,14 +256,18 @@ def run_deep_cell(
     workdir: str,
     ks: tuple[int, ...],
     seed: int | None = None,
+    overrides: dict | None = None,
 ) -> dict:
   """Trains `method` at q = bits (b paired by `bits_per_category`) with config.seed = `seed`
-  (default the config's) and evaluates its codes."""
+  (default the config's) and `overrides` (dotted path -> value, the validation search's
+  selection) and evaluates its codes."""
   capabilities = methods.get(method).capabilities
   category_bits = bits_per_category(config, bits)
   seed = int(config.seed if seed is None else seed)
+  overrides = dict(overrides or {})
   run_dir = run_directory(workdir, method, bits, category_bits, seed, int(config.seed))
-  config = method_config(config, method, bits, category_bits, seed)
+  config = method_config(config, method, bits, category_bits, seed, overrides)
+  check_run_overrides(run_dir, overrides)
   model, state, best_step, train_seconds = trained_state(config, builder, mesh, run_dir)
 
   started = time.perf_counter()
@@ -255,6 +282,7 @@ def run_deep_cell(
       "bits": bits,
       "bits_per_category": category_bits,
       "seed": seed,
+      "tuned": overrides,
       "ranking": "hamming",
       "metrics": evaluated["semantic"],
       "variants": {},
@@ -293,13 +321,14 @@ def backbone_features(
     mesh,
     workdir: str,
     seed: int | None = None,
+    overrides: dict | None = None,
 ) -> dict:
   """Pooled backbone features {fit, database, query} x {features, labels} for the shallow
   baselines, cached in <workdir>/features/<source>_q<bits>.npz (`..._s<seed>.npz` for a seed
   other than the config's, see the module docstring).
 
-  `source` is a deep method (its trained backbone at q = bits with `seed`, default the config's;
-  trained first if needed) or "pretrained" (config.model.pretrained, untouched by training;
+  `source` is a deep method (its trained backbone at q = bits with `seed`, default the config's,
+  and `overrides`, its search selection; trained first if needed) or "pretrained" (config.model.pretrained, untouched by training;
   independent of bits and seed). `fit` is config.dataset.train_split: the baselines never see the
   validation carve or the queries.
   """
@@ -346,7 +375,8 @@ def backbone_features(
           f"features_from must be one of {deep_methods() + (PRETRAINED,)}, got {source!r}"
       )
     run_dir = run_directory(workdir, source, bits, category_bits, seed, int(config.seed))
-    source_config = method_config(config, source, bits, category_bits, seed)
+    source_config = method_config(config, source, bits, category_bits, seed, overrides)
+    check_run_overrides(run_dir, dict(overrides or {}))
     model, state, _, _ = trained_state(source_config, builder, mesh, run_dir)
   variables = feature_lib.backbone_variables(
       {"params": state.params, "batch_stats": state.batch_stats}
@@ -378,11 +408,15 @@ def run_shallow_cell(
     ks: tuple[int, ...],
     features_from: str,
     seed: int | None = None,
+    source_overrides: dict | None = None,
 ) -> dict:
   """Fits a shallow baseline with `seed` (default the config's) on backbone features of the fit
-  split (of the same seed's trained backbone) and evaluates it."""
+  split (of the same seed's trained backbone, trained with `source_overrides`) and evaluates
+  it."""
   seed = int(config.seed if seed is None else seed)
-  arrays = backbone_features(config, features_from, bits, builder, mesh, workdir, seed)
+  arrays = backbone_features(
+      config, features_from, bits, builder, mesh, workdir, seed, source_overrides
+  )
   started = time.perf_counter()
   hasher = baselines.fit(
       method, arrays["fit_features"], bits, labels=arrays["fit_labels"], seed=seed
@@ -430,9 +464,13 @@ def run_cell(
     ks: tuple[int, ...],
     features_from: str,
     seed: int | None = None,
+    tuned: dict | None = None,
 ) -> dict:
   """The finished cell of (method, bits, seed) (seed default: the config's) from disk, or the
-  cell computed now and saved."""
+  cell computed now and saved. `tuned`: {deep method: overrides at this q} from the validation
+  search (a deep cell trains with its own; a shallow one fits on its source's backbone trained
+  with the source's)."""
+  tuned = tuned or {}
   seed = int(config.seed if seed is None else seed)
   config_seed = int(config.seed)
   path = cell_path(workdir, method, bits, seed, config_seed)
@@ -445,13 +483,34 @@ def run_cell(
         "`pretrained` is the default when config.model.pretrained is set); one report never "
         "mixes feature sources silently"
     )
+  if (
+      cell is not None
+      and method in deep_methods()
+      and cell.get("tuned", {}) != tuned.get(method, {})
+  ):
+    raise ValueError(
+        f"{path} was trained with {cell.get('tuned') or 'the config values'}, not "
+        f"{tuned.get(method) or 'the config values'} (--search's selection): delete it or use "
+        "another workdir; one report never mixes settings silently"
+    )
   if cell is not None:
     logger.info("%s: finished earlier (%s)", cell_name(method, bits, seed), path)
     return cell
   if method in deep_methods():
-    cell = run_deep_cell(config, method, bits, builder, mesh, workdir, ks, seed)
+    cell = run_deep_cell(config, method, bits, builder, mesh, workdir, ks, seed, tuned.get(method))
   elif method in shallow_methods():
-    cell = run_shallow_cell(config, method, bits, builder, mesh, workdir, ks, features_from, seed)
+    cell = run_shallow_cell(
+        config,
+        method,
+        bits,
+        builder,
+        mesh,
+        workdir,
+        ks,
+        features_from,
+        seed,
+        tuned.get(features_from),
+    )
   else:
     raise ValueError(f"unknown method {method!r}; known: {all_methods()}")
   if jax.process_index() == 0:

@@ -11,6 +11,7 @@ from iah_jax import config as config_lib
 from iah_jax import train
 from iah_jax.comparison import cells as cell_lib
 from iah_jax.comparison import report
+from iah_jax.comparison import search as search_lib
 from iah_jax.data import features
 
 
@@ -22,10 +23,14 @@ def compare(
     features_from: str = "iah",
     curve_ks=(1, 5, 10, 20, 50, 100, 200, 500, 1000),
     seeds=None,
+    search: bool = False,
 ) -> list[dict]:
   """Runs (or reloads) every (method, bits, seed) cell (`seeds` default: (config.seed,)),
   returns them, and writes the report of every cell finished in `workdir` (see iah_jax.compare
-  for the arguments)."""
+  for the arguments). With `search`, each deep method compared (and the deep feature source of
+  the shallow baselines) is first given the validation-selected search at each q
+  (iah_jax.comparison.search, with config.seed) and its cells train with the selection; the
+  trials are listed in <workdir>/search.md."""
   unknown = [method for method in methods if method not in cell_lib.all_methods()]
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; known: {list(cell_lib.all_methods())}")
@@ -41,8 +46,32 @@ def compare(
   builder = train.load_dataset(config)
   mesh = train.make_mesh()
   ks = tuple(sorted({int(k) for k in config.eval.ks} | {int(k) for k in curve_ks}))
+  tuned = {int(q): {} for q in bits}
+  if search:
+    searched = [method for method in methods if method in cell_lib.deep_methods()]
+    if (
+        features_from in cell_lib.deep_methods()
+        and features_from not in searched
+        and any(method in cell_lib.shallow_methods() for method in methods)
+    ):
+      searched.append(features_from)
+    for q in bits:
+      for method in searched:
+        record = search_lib.search(
+            config,
+            method,
+            int(q),
+            cell_lib.bits_per_category(config, int(q)),
+            builder,
+            mesh,
+            workdir,
+        )
+        tuned[int(q)][method] = record["selected"]
+    search_lib.write_summary(workdir)
   results = [
-      cell_lib.run_cell(config, method, int(q), builder, mesh, workdir, ks, features_from, seed)
+      cell_lib.run_cell(
+          config, method, int(q), builder, mesh, workdir, ks, features_from, seed, tuned[int(q)]
+      )
       for seed in seeds
       for q in bits
       for method in methods
@@ -62,6 +91,7 @@ def compare(
       "shallow baselines: fitted on pooled backbone features of the training split (the "
       "source is in the last table)"
   ]
+  notes += search_lib.selection_notes(workdir)
   report.write_report(
       finished,
       workdir,

@@ -84,5 +84,6 @@ METHOD = registry.register(
         losses=compute_losses,
         encode=encode,
         capabilities=registry.Capabilities(category_codes=True, semantic_table=False),
+        tuned_weights=("loss.category_margin",),  # its one loss: the margin, not a weight
     )
 )

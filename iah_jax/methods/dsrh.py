@@ -92,6 +92,7 @@ METHOD = registry.register(
         losses=compute_losses,
         encode=encode,
         options=OPTIONS,
+        tuned_weights=("method_options.dsrh.bit_balance_weight",),  # rho against the ranking hinge
         optimizer_settings=registry.new_layer_optimizer_settings(NEW_LAYERS),
     )
 )

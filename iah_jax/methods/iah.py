@@ -97,5 +97,7 @@ METHOD = registry.register(
             category_codes=True, label_probs=True, bit_weights=True, proposals=True
         ),
         options=OPTIONS,
+        # eq. 7 against eq. 3 (eq. 9 keeps weight 1): the two terms the paper balances.
+        tuned_weights=("loss.category_weight", "loss.label_weight"),
     )
 )

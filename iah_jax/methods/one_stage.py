@@ -122,5 +122,7 @@ METHOD = registry.register(
         losses=compute_losses,
         encode=encode,
         options=OPTIONS,
+        # Its one loss: a weight only rescales the rate; the margin sets the code spread.
+        tuned_weights=("loss.semantic_margin",),
     )
 )

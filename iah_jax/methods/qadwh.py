@@ -149,6 +149,7 @@ METHOD = registry.register(
             label_probs=True, bit_weights=True, query_adaptive_ranking=True
         ),
         options=OPTIONS,
+        tuned_weights=("loss.label_weight",),  # the label loss against the weighted triplets
         optimizer_settings=registry.new_layer_optimizer_settings(NEW_LAYERS),
     )
 )

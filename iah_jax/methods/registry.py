@@ -172,6 +172,9 @@ class Method:
     options: defaults of config.method_options.<name> (name -> value; the config schema).
     optimizer_settings: config.method_options.<name> -> OptimizerSettings, or None (the
       config.optimizer solver for every parameter).
+    tuned_weights: the method's one or two main loss weights (or margins), as dotted config
+      paths ("loss.category_weight", "method_options.dsrh.bit_balance_weight"), that the
+      validation-selected search (`iah_jax.compare --search`) scales after the learning rate.
   """
 
   name: str
@@ -182,6 +185,7 @@ class Method:
   capabilities: Capabilities = Capabilities()
   options: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
   optimizer_settings: Callable[[ml_collections.ConfigDict], OptimizerSettings] | None = None
+  tuned_weights: tuple[str, ...] = ()
 
   def method_options(self, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """config.method_options.<name>."""
