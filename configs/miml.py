@@ -72,4 +72,11 @@ def get_config():
   config.eval.every_steps = 250  # 6 validations, ~10 CPU-s each
   config.eval.batch_size = 100
   config.eval.ks = (100,)
+  # `iah_jax.compare --search` budget per (method, q): 3 learning rates (x0.3, x1, x3 of 0.01),
+  # then x0.3 and x3 of each of the method's main loss weights (one or two), each trial a third
+  # of the schedule (500 steps, lr / 10 at step 420) scored by its best validation MAP (the
+  # validation carve; never the queries): 5 trials (IAH: 7) of 500 steps.
+  config.search.learning_rate_scales = (0.3, 1.0, 3.0)
+  config.search.weight_scales = (0.3, 3.0)
+  config.search.num_train_steps = 500
   return config
