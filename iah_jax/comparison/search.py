@@ -34,6 +34,7 @@ import jax
 import ml_collections
 
 from iah_jax import checkpoints
+from iah_jax import config as config_lib
 from iah_jax import evaluate
 from iah_jax import methods
 from iah_jax import train
@@ -149,7 +150,7 @@ def _save_record(workdir: str, record: dict) -> None:
 
 def run_trial(config, overrides: dict, builder, mesh, run_dir: str) -> dict:
   """Trains one trial (or resumes / reloads it) and scores it on the validation carve."""
-  trial = trial_config(config, overrides)
+  trial = config_lib.validate_config(trial_config(config, overrides))
   num_classes = builder.info.features["labels"].shape[0]
   q, b = int(trial.semantic_bits[0]), int(trial.bits_per_category[0])
   model = train.build_model(trial, num_classes, q, b)
