@@ -168,3 +168,19 @@ def test_real_search_never_encodes_queries_and_cells_train_with_its_selection(
   # A cell trained with the selection is not silently reused by a comparison without it.
   with pytest.raises(ValueError, match="search"):
     comparison.compare(config, workdir, ["one_stage"], (8,), "one_stage", (5,))
+
+
+def test_search_flag_without_a_validation_split_is_a_usage_error(tmp_path):
+  from tests.test_cli import run_cli
+
+  run = run_cli(
+      "iah_jax.compare",
+      "--config=configs/default.py",
+      f"--workdir={tmp_path}",
+      "--methods=one_stage",
+      "--search",
+  )
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert "Traceback" not in run.stderr
+  assert "--search" in run.stderr and "validation_split" in run.stderr
+  assert not os.listdir(tmp_path)
