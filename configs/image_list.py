@@ -95,7 +95,10 @@ def get_config(backbone: str = "small_cnn"):
     config.num_train_steps = 1500
     # From scratch: a larger rate than the paper's fine-tuning 1e-4.
     config.optimizer.learning_rate = 0.01
-    config.optimizer.decay_every_epochs = 30.0
+    # lr / 10 once, at step 1260 (as configs/miml.py's 30 epochs of 42 steps), whatever the
+    # list's size: an epoch-based decay on a 130-image list (4 steps per epoch) decays every
+    # 120 steps and leaves the rate at 1e-10 by step 1000 (benchmarks/small_many_label.py).
+    config.optimizer.decay_every_steps = 1260
     config.checkpoint_every = 500
   elif backbone == "googlenet":
     config.dataset.image_size = 224  # GoogLeNet's ImageNet resolution, 7 x 7 feature map

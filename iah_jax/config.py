@@ -93,6 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
   # new_layer_lr_multiplier on their new layers) add those (train.make_optimizer).
   config.optimizer.weight_decay = 0.0
   config.optimizer.decay_every_epochs = 30.0  # paper: lr / 10 every 30 epochs
+  # > 0: decay every this many steps instead, whatever the training set's size (an epoch-based
+  # decay on a 130-image list decays every 120 steps at batch 32).
+  config.optimizer.decay_every_steps = 0
   config.optimizer.decay_factor = 0.1
   config.optimizer.warmup_steps = 0
 
@@ -294,6 +297,7 @@ FIELD_CHECKS: dict[str, Check] = {
     "optimizer.momentum": number(0.0, below=1.0),
     "optimizer.weight_decay": number(0.0),
     "optimizer.decay_every_epochs": number(0.0, strict=True),
+    "optimizer.decay_every_steps": integer(0),
     "optimizer.decay_factor": number(0.0, strict=True),
     "optimizer.warmup_steps": integer(0),
     "batch_size": integer(2),  # triplets need two images

@@ -73,12 +73,49 @@ def build_model(
   )
 
 
+def decay_interval(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """Steps between two learning-rate decays: optimizer.decay_every_steps when set, else
+  optimizer.decay_every_epochs epochs of `steps_per_epoch`."""
+  opt = config.optimizer
+  if opt.decay_every_steps:
+    return int(opt.decay_every_steps)
+  return max(1, int(round(opt.decay_every_epochs * steps_per_epoch)))
+
+
+def warn_if_rate_vanishes(config: ml_collections.ConfigDict, steps_per_epoch: int) -> bool:
+  """Logs a WARNING (returns True) when the schedule divides the rate by more than 1000 before
+  the last step: an epoch-based decay on a small training set (a few steps per epoch) that
+  leaves most steps with a rate near 0."""
+  opt = config.optimizer
+  interval = decay_interval(config, steps_per_epoch)
+  decays = max(0, int(config.num_train_steps) - 1) // interval
+  final = float(opt.learning_rate) * float(opt.decay_factor) ** decays
+  if opt.decay_factor >= 1.0 or final >= float(opt.learning_rate) * 1e-3:
+    return False
+  logger.warning(
+      "the learning rate decays %d times in %d steps (every %d steps = %g epochs of %d steps): "
+      "%.3g at step %d, %.3g at the end, so most steps barely train. Set "
+      "config.optimizer.decay_every_steps (e.g. %d) or a larger decay_every_epochs.",
+      decays,
+      config.num_train_steps,
+      interval,
+      interval / steps_per_epoch,
+      steps_per_epoch,
+      float(opt.learning_rate) * float(opt.decay_factor) ** min(decays, 3),
+      min(decays, 3) * interval,
+      final,
+      int(round(0.84 * int(config.num_train_steps))),
+  )
+  return True
+
+
 def learning_rate_schedule(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> optax.Schedule:
-  """Step schedule: lr * decay_factor ** floor(step / (decay_every_epochs * steps_per_epoch))."""
+  """Step schedule: lr * decay_factor ** floor(step / decay_steps), decay_steps =
+  optimizer.decay_every_steps or else decay_every_epochs * steps_per_epoch (`decay_interval`)."""
   opt = config.optimizer
-  decay_steps = max(1, int(round(opt.decay_every_epochs * steps_per_epoch)))
+  decay_steps = decay_interval(config, steps_per_epoch)
   schedule = optax.exponential_decay(
       opt.learning_rate, transition_steps=decay_steps, decay_rate=opt.decay_factor, staircase=True
   )
@@ -424,6 +461,7 @@ def train(
   num_train = pipeline.num_examples(builder, config.dataset.train_split)
   steps_per_epoch = max(1, num_train // config.batch_size)
   schedule = learning_rate_schedule(config, steps_per_epoch)
+  warn_if_rate_vanishes(config, steps_per_epoch)
   tx = make_optimizer(config, schedule)
   num_proposals = builder.info.features[features.PROPOSALS].shape[0]
   init_rng, train_rng = jax.random.split(rng)

@@ -247,3 +247,20 @@ def test_checkpoint_round_trip(tmp_path, compiled):
       jax.device_get(restored.opt_state),
       jax.device_get(state.opt_state),
   )
+
+
+def test_decay_every_steps_ignores_the_epoch_length_and_a_vanishing_rate_is_warned(caplog):
+  config = tiny_config("unused", steps=100)
+  config.optimizer.decay_every_epochs = 2.0
+  by_epochs = train.learning_rate_schedule(config, steps_per_epoch=4)  # decays every 8 steps
+  config.optimizer.decay_every_steps = 30
+  by_steps = train.learning_rate_schedule(config, steps_per_epoch=4)
+  for step in (0, 7, 8, 29, 30, 59, 60, 99):
+    assert float(by_epochs(step)) == pytest.approx(0.01 * 0.1 ** (step // 8), rel=1e-5)
+    assert float(by_steps(step)) == pytest.approx(0.01 * 0.1 ** (step // 30), rel=1e-5)
+  with caplog.at_level("WARNING", logger="iah_jax"):
+    assert not train.warn_if_rate_vanishes(config, steps_per_epoch=4)  # 3 decays: lr / 1000
+    config.optimizer.decay_every_steps = 0
+    assert train.warn_if_rate_vanishes(config, steps_per_epoch=4)  # 12 decays
+  assert "decays 12 times in 100 steps (every 8 steps = 2 epochs of 4 steps)" in caplog.text
+  assert "decay_every_steps" in caplog.text

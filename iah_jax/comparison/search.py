@@ -97,6 +97,10 @@ def trial_config(config: ml_collections.ConfigDict, overrides: dict) -> ml_colle
   with config.unlocked():
     config.num_train_steps = steps
     config.optimizer.decay_every_epochs = float(config.optimizer.decay_every_epochs) * factor
+    if config.optimizer.decay_every_steps:
+      config.optimizer.decay_every_steps = max(
+          1, int(round(int(config.optimizer.decay_every_steps) * factor))
+      )
     config.optimizer.warmup_steps = int(round(int(config.optimizer.warmup_steps) * factor))
   return config
 
