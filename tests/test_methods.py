@@ -231,7 +231,7 @@ def test_iah_category_loss_mean_option_reaches_the_category_loss():
       jnp.asarray(batch["proposals"]),
   )
   config = method_config("iah")
-  assert config.method_options.iah.category_loss_mean == "pooled"  # the measured default
+  assert config.method_options.iah.category_loss_mean == "per_category"  # the paper's reading
   model = build_method(config, NUM_CLASSES, 16, 4, SmallCNN(widths=(8, 16)))
   variables = model.init(jax.random.PRNGKey(0), images, proposals)
   outputs = model.apply(variables, images, proposals, train=True)
