@@ -21,10 +21,10 @@ with longer side 256, ~0.13 CPU-s per image: ~4 CPU-min for the 2000 images, cac
 resumable), images stored with longer side <= 512. Later runs reuse them.
 
 Expected run time on a 2-core CPU (measured, README "MIML"): data preparation once ~4.6 min;
-then per bit length ~15 CPU-min of training (1500 steps, 6 validations): ~8-10 min wall on an
-idle machine (estimated from the CPU time), 18-23 min wall measured while sharing it with
-another job; evaluation ~10 s. The main job trains all four bit lengths: ~40 min wall idle
-(estimated).
+then per bit length 1500 steps with 6 validations: 284-290 s of training at 32 bits (measured
+2026-12-03 on a 2-core Xeon, a low-priority job beside it; 18-23 min wall on an older machine
+shared with another job), evaluation 5-10 s. The main job trains all four bit lengths: ~20 min
+wall (estimated from the 32-bit time).
 """
 
 from iah_jax.config import base_config
@@ -75,7 +75,10 @@ def get_config():
   # `iah_jax.compare --search` budget per (method, q): 3 learning rates (x0.3, x1, x3 of 0.01),
   # then x0.3 and x3 of each of the method's main loss weights (one or two), each trial a third
   # of the schedule (500 steps, lr / 10 at step 420) scored by its best validation MAP (the
-  # validation carve; never the queries): 5 trials (IAH: 7) of 500 steps.
+  # validation carve; never the queries): 5 trials (IAH: 7) of 500 steps, 27 in all, 43 min
+  # wall for the five deep methods at one q (measured, README). Short trials can favour a rate
+  # the full schedule does not (QaDWH: 0.03 at 500 steps, 0.01 by the full schedule's validation
+  # MAP); --config.search.num_train_steps=0 trains every trial the full schedule (~3x the time).
   config.search.learning_rate_scales = (0.3, 1.0, 3.0)
   config.search.weight_scales = (0.3, 3.0)
   config.search.num_train_steps = 500
