@@ -21,7 +21,7 @@ with longer side 256, ~0.13 CPU-s per image: ~4 CPU-min for the 2000 images, cac
 resumable), images stored with longer side <= 512. Later runs reuse them.
 
 Expected run time on a 2-core CPU (measured, README "MIML"): data preparation once ~4.6 min;
-then per bit length 1500 steps with 6 validations: 284-290 s of training at 32 bits (measured
+then per bit length 1500 steps with 6 validations: 267-290 s of training at 32 bits (measured
 2026-12-03 on a 2-core Xeon, a low-priority job beside it; 18-23 min wall on an older machine
 shared with another job), evaluation 5-10 s. The main job trains all four bit lengths: ~20 min
 wall (estimated from the 32-bit time).
