@@ -423,23 +423,23 @@ def _model_problems(config: ml_collections.ConfigDict, check_inputs: bool) -> li
       backbone_option_schema(model.backbone),
       f"backbone {model.backbone!r}",
   )
-  if model.pretrained:
-    if model.backbone != "googlenet":
-      problems.append(
-          f"config.model.pretrained = {model.pretrained!r}: converted weights are GoogLeNet's "
-          f"(iah_jax.convert); set config.model.backbone='googlenet' (it is "
-          f"{model.backbone!r})"
-      )
-    if check_inputs and "://" not in model.pretrained:
-      if not os.path.isfile(model.pretrained):
-        problems.append(f"config.model.pretrained = {model.pretrained!r}: no such file")
-      else:
-        from iah_jax.models import pretrained  # pylint: disable=g-import-not-at-top
+  if model.pretrained and check_inputs and "://" not in model.pretrained:
+    if not os.path.isfile(model.pretrained):
+      problems.append(f"config.model.pretrained = {model.pretrained!r}: no such file")
+    else:
+      from iah_jax.models import pretrained  # pylint: disable=g-import-not-at-top
 
-        try:  # reads the whole file: a truncated or foreign one is named now, not after hours
-          pretrained.load_converted(model.pretrained)
-        except UserInputError as error:
-          problems.append(f"config.model.pretrained = {model.pretrained!r}: {error}")
+      try:  # reads the whole file: a truncated or foreign one is named now, not after hours
+        file_backbone = pretrained.backbone_of(model.pretrained)
+      except UserInputError as error:
+        problems.append(f"config.model.pretrained = {model.pretrained!r}: {error}")
+      else:
+        if file_backbone != model.backbone:
+          problems.append(
+              f"config.model.pretrained = {model.pretrained!r}: the file holds "
+              f"{file_backbone!r} variables; set config.model.backbone={file_backbone!r} "
+              f"(it is {model.backbone!r})"
+          )
   return problems
 
 

@@ -603,6 +603,7 @@ def load_pretrained(state: TrainState, config: ml_collections.ConfigDict) -> Tra
       {"params": state.params, "batch_stats": state.batch_stats},
       config.model.pretrained,
       prefix="backbone",
+      backbone=config.model.backbone,
   )
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 

@@ -1,12 +1,15 @@
 """Pretrained backbone weights enter an iah_jax model through ``load``, one strict merge.
 
 The weights come from a torch-free .npz written by ``save_converted``. This module owns that
-file format (``save_converted`` / ``load_converted``); ``iah_jax.convert.torchvision_googlenet``
-writes it from a torchvision .pth and imports it from here (convert/ depends on models/, never
-the other way). The file's feature-extractor subtree (``features``: conv1 ... inception5b) has
-the same variable names as ``GoogLeNetBackbone``, so it is merged as is into
+file format (``save_converted`` / ``load_converted``); two commands write it and import it from
+here (convert/ depends on models/, never the other way): ``iah_jax.convert.torchvision_googlenet``
+from a torchvision .pth (GoogLeNet), and ``iah_jax.convert.run_backbone`` from a trained
+iah_jax run (any backbone, e.g. a classifier trained on one's own labels). The file's marker
+names the backbone (``iah_jax.<backbone>.flax_variables.v1``); its feature-extractor subtree
+(``features``) has the variable names of that backbone module, so it is merged as is into
 ``variables[collection][prefix]`` for the ``params`` and ``batch_stats`` collections.
-Everything outside ``prefix`` (the IAH head) is returned untouched, i.e. as freshly initialised.
+Everything outside ``prefix`` (the hashing head) is returned untouched, i.e. as freshly
+initialised.
 """
 
 from __future__ import annotations
@@ -24,9 +27,21 @@ import numpy as np
 
 from iah_jax.errors import UserInputError
 
-# The converted-weights file: a flat .npz of Flax variables plus this format marker.
+# The converted-weights file: a flat .npz of Flax variables plus a format marker naming the
+# backbone (config.model.backbone) the variables belong to.
 FORMAT_KEY = "__format__"
-FORMAT_VERSION = "iah_jax.googlenet.flax_variables.v1"
+_FORMAT = re.compile(r"iah_jax\.(?P<backbone>[a-z0-9_]+)\.flax_variables\.v1")
+
+
+def format_version(backbone: str) -> str:
+  """The marker of a file holding `backbone`'s variables, e.g. 'iah_jax.googlenet.flax_variables.v1'."""
+  marker = f"iah_jax.{backbone}.flax_variables.v1"
+  if not _FORMAT.fullmatch(marker):
+    raise ValueError(f"backbone name {backbone!r} must be lower-case letters, digits and '_'")
+  return marker
+
+
+FORMAT_VERSION = format_version("googlenet")  # the torchvision converter's files
 # Subtree of the converted classifier holding the feature extractor (GoogLeNet.features).
 CONVERTED_FEATURES = "features"
 BACKBONE_COLLECTIONS = ("params", "batch_stats")
@@ -52,13 +67,23 @@ def unflatten_variables(flat: Mapping[str, np.ndarray]) -> dict:
   return nested
 
 
-def save_converted(variables: Mapping, path: str) -> None:
-  """Write variables as a flat .npz with a format marker (no pickle, no torch needed to read)."""
+def save_converted(variables: Mapping, path: str, backbone: str = "googlenet") -> None:
+  """Write `backbone`'s variables as a flat .npz with a format marker naming it (no pickle, no
+  torch needed to read). Written to `path`.partial first and renamed, so an interrupted write
+  never leaves a truncated file under the name."""
   flat = {name: np.asarray(leaf) for name, leaf in flatten_variables(variables).items()}
   if FORMAT_KEY in flat:
     raise ValueError(f"variable name {FORMAT_KEY!r} is reserved for the format marker")
-  with open(path, "wb") as file:  # a file object keeps numpy from appending '.npz' to the name
-    np.savez(file, **{FORMAT_KEY: np.array(FORMAT_VERSION)}, **flat)
+  partial = f"{path}.partial"
+  with open(partial, "wb") as file:  # a file object keeps numpy from appending '.npz' to the name
+    np.savez(file, **{FORMAT_KEY: np.array(format_version(backbone))}, **flat)
+  os.replace(partial, path)
+
+
+def backbone_of(path: str) -> str:
+  """The backbone named by the marker of a file written by ``save_converted`` (UserInputError
+  as ``load_converted`` for a file it cannot read)."""
+  return _read(path)[0]
 
 
 def load_converted(path: str) -> dict:
@@ -68,9 +93,18 @@ def load_converted(path: str) -> dict:
     UserInputError naming the file when it is missing, not a .npz (e.g. a torch .pth passed
     unconverted), truncated or corrupt, or of another format.
   """
+  return _read(path)[1]
+
+
+def _read(path: str) -> tuple[str, dict]:
+  """(backbone, nested variables) of a file written by ``save_converted``."""
   if not os.path.isfile(path):
     raise UserInputError(f"pretrained weights {path} not found (config.model.pretrained)")
-  convert = "write it with python -m iah_jax.convert.torchvision_googlenet --pth ... --out ..."
+  convert = (
+      "write it with python -m iah_jax.convert.torchvision_googlenet --pth ... --out ... (a "
+      "torchvision GoogLeNet) or python -m iah_jax.convert.run_backbone --run_dir ... --out ... "
+      "(a trained run)"
+  )
   try:
     with np.load(path, allow_pickle=False) as archive:
       if FORMAT_KEY not in archive.files:
@@ -79,10 +113,11 @@ def load_converted(path: str) -> dict:
             f"save_converted; {convert}"
         )
       marker = str(archive[FORMAT_KEY])
-      if marker != FORMAT_VERSION:
+      known = _FORMAT.fullmatch(marker)
+      if known is None:
         raise UserInputError(
             f"pretrained weights {path} have format {marker!r}, this code reads "
-            f"{FORMAT_VERSION!r}; {convert}"
+            "'iah_jax.<backbone>.flax_variables.v1'; " + convert
         )
       flat = {name: archive[name] for name in archive.files if name != FORMAT_KEY}
   except UserInputError:
@@ -92,7 +127,7 @@ def load_converted(path: str) -> dict:
         f"pretrained weights {path} cannot be read as a .npz (truncated or corrupt? "
         f"{type(error).__name__}: {error}); {convert}"
     ) from None
-  return unflatten_variables(flat)
+  return known.group("backbone"), unflatten_variables(flat)
 
 
 def _subtree(tree: Mapping, path: tuple[str, ...]):
@@ -120,8 +155,9 @@ def load(
     path: str,
     prefix: str = "backbone",
     dont_load: Iterable[str] = (),
+    backbone: str | None = None,
 ) -> dict:
-  """Merge converted GoogLeNet backbone weights into a model's variables, strictly.
+  """Merge converted backbone weights into a model's variables, strictly.
 
   Args:
     variables: the model's initialised variables, {'params': ..., 'batch_stats': ...}; the
@@ -131,6 +167,8 @@ def load(
     dont_load: regexes (``re.search``) over full target names such as
       ``params/backbone/inception5b/branch1/conv/kernel``; matching variables keep their
       initial values and are neither required from nor consumed in the file.
+    backbone: the model's backbone (config.model.backbone); when given, a file of another
+      backbone is refused naming both.
 
   Returns:
     New nested dict of variables: the backbone's params and batch_stats replaced by the file's
@@ -138,7 +176,8 @@ def load(
 
   Raises:
     ValueError listing missing (target has it, file does not), unexpected (file has it, target
-    does not) and shape-mismatched names, if any.
+    does not) and shape-mismatched names, if any; UserInputError for a file of another
+    backbone.
   """
   prefix_path = tuple(part for part in prefix.split("/") if part)
   if not prefix_path:
@@ -146,7 +185,12 @@ def load(
   skip_patterns = [re.compile(pattern) for pattern in dont_load]
   skipped = lambda name: any(p.search(name) for p in skip_patterns)  # noqa: E731
 
-  converted = load_converted(path)
+  file_backbone, converted = _read(path)
+  if backbone is not None and file_backbone != backbone:
+    raise UserInputError(
+        f"pretrained weights {path} are {file_backbone!r} variables; the model's backbone is "
+        f"{backbone!r} (config.model.backbone)"
+    )
   merged = flax.core.unfreeze(variables)
   if not isinstance(merged, dict):
     raise ValueError(f"variables must be a (nested) mapping, got {type(variables).__name__}")
@@ -155,12 +199,14 @@ def load(
   replacements = {}
   for collection in BACKBONE_COLLECTIONS:
     source_tree = _subtree(converted, (collection, CONVERTED_FEATURES))
+    target_tree = _subtree(merged, (collection,) + prefix_path)
+    if collection != "params" and source_tree is None and target_tree is None:
+      continue  # a backbone without batch norm (e.g. small_cnn) has no batch_stats at all
     if source_tree is None:
       raise UserInputError(
           f"pretrained weights {path} have no {collection}/{CONVERTED_FEATURES} subtree: not a "
-          "converted GoogLeNet"
+          "converted backbone"
       )
-    target_tree = _subtree(merged, (collection,) + prefix_path)
     if target_tree is None:
       raise ValueError(
           f"variables have no {collection}/{prefix} subtree; top-level modules in "

@@ -89,6 +89,17 @@ class Encoder:
         ("proposal_label_probs",) if self._proposal_probs_step else ()
     )
 
+  def backbone_variables(self) -> dict:
+    """The restored backbone's variables as NumPy arrays: {'params': ..., 'batch_stats': ...}
+    (the trees under the model's `backbone` module; batch_stats {} for a backbone without)."""
+    from iah_jax.baselines import features  # pylint: disable=g-import-not-at-top
+
+    variables = features.backbone_variables(
+        {"params": self._state.params, "batch_stats": self._state.batch_stats}
+    )
+    variables.setdefault("batch_stats", {})
+    return jax.tree.map(np.asarray, jax.device_get(variables))
+
   def _apply(self, params, batch_stats, images, proposals):
     variables = {"params": params}
     if jax.tree.leaves(batch_stats):
