@@ -38,11 +38,22 @@ where googlenet.npz is torchvision's ImageNet GoogLeNet converted once (any mach
   python -c "import torch, torchvision; torch.save(torchvision.models.googlenet(
       weights='IMAGENET1K_V1').state_dict(), 'googlenet.pth')"
   python -m iah_jax.convert.torchvision_googlenet --pth googlenet.pth --out googlenet.npz
-The converted weights are GoogLeNet's, so config.model.pretrained needs
-config.model.backbone='googlenet' (refused otherwise); the backbone is loaded strictly (every
+The converted weights are GoogLeNet's, so this file needs config.model.backbone='googlenet'
+(a file's marker names its backbone; another is refused); the backbone is loaded strictly (every
 weight must fit) and the method's head starts from its random init. The same works for every
 deep method: --config.method=one_stage | dsrh | qadwh | category_baseline (each keeps its
 backbone under `backbone`, where the weights go).
+
+Without ImageNet weights (small CNN, CPU), pretrain in-domain instead: train a classifier on the
+same training list, export its backbone, and fine-tune the hashing method from it (on MIML this
+lifts DSRH and QaDWH well above training from scratch; README "fine-tuned"):
+
+  python -m iah_jax.main --config configs/image_list.py --workdir runs/mine_cls \
+      --config.dataset.options.data_path=/data/mine --config.method=category_baseline
+  python -m iah_jax.convert.run_backbone --run_dir runs/mine_cls/q32_b8 --out mine_cls.npz
+  python -m iah_jax.main --config configs/image_list.py --workdir runs/mine_dsrh \
+      --config.dataset.options.data_path=/data/mine --config.method=dsrh \
+      --config.model.pretrained=mine_cls.npz
 
 One model is trained (q = 32 semantic bits, b = 8 per category); all four paper lengths:
 --config.semantic_bits='(16, 32, 48, 64)' --config.bits_per_category='(4, 8, 12, 16)'.

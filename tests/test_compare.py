@@ -54,6 +54,7 @@ def compared(tiny_data_dir, tmp_path_factory):
 def test_report_has_every_method_row_the_tables_and_the_plots(compared):
   _, workdir, results, text = compared
   assert [cell["method"] for cell in results] == list(cell_lib.all_methods())
+  assert "deep methods: the config's data, backbone (small_cnn, from scratch)" in text
   semantic_rows = [
       "IAH",
       "IAH (query-adaptive weighted Hamming)",
@@ -272,6 +273,8 @@ def test_pretrained_feature_source_is_the_supplied_backbone_untrained(tiny_data_
   finally:
     iah_jax.train.train = original
   assert cell["features_from"] == "pretrained"
+  with open(tmp_path / "work" / "comparison.md") as file:
+    assert f"(googlenet, fine-tuned from config.model.pretrained = {path})" in file.read()
   cached = np.load(str(tmp_path / "work" / "features" / "pretrained.npz"))
   builder = iah_jax.train.load_dataset(config)
   # The comparison's batch size: the same program, so the session's compilation cache serves it.

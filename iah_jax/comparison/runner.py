@@ -85,8 +85,13 @@ def compare(
       getattr(builder.builder_config, "class_names", None)
       or [f"category {index}" for index in range(num_classes)]
   )
+  start = (
+      f"fine-tuned from config.model.pretrained = {config.model.pretrained}"
+      if config.model.pretrained
+      else "from scratch"
+  )
   notes = [
-      f"deep methods: the config's data, backbone ({config.model.backbone}), schedule "
+      f"deep methods: the config's data, backbone ({config.model.backbone}, {start}), schedule "
       f"({config.num_train_steps} steps, batch {config.batch_size}) and model selection; "
       "shallow baselines: fitted on pooled backbone features of the training split (the "
       "source is in the last table)"
