@@ -41,6 +41,22 @@ def classifier_run(tiny_data_dir, tmp_path_factory):
   return config, os.path.join(str(workdir), "q8_b2"), state
 
 
+@pytest.fixture(scope="module")
+def exported(classifier_run, tmp_path_factory):
+  """(the classifier's config, its exported backbone file, the state it evaluated)."""
+  config, run_dir, state = classifier_run
+  out = str(tmp_path_factory.mktemp("exported") / "backbone.npz")
+  run_backbone.export(run_dir, out)
+  return config, out, state
+
+
+def fresh_state(config, seed: int):
+  """A freshly initialised train state of `config` on the tiny data (10 classes, 8 / 2 bits)."""
+  model = train.build_model(config, 10, 8, 2)
+  tx = train.make_optimizer(config, train.learning_rate_schedule(config, 1))
+  return train.create_train_state(model, tx, jax.random.PRNGKey(seed), train.make_mesh(), 32, 24)
+
+
 def flat_numpy(tree) -> dict:
   return {name: np.asarray(leaf) for name, leaf in pretrained.flatten_variables(tree).items()}
 
@@ -61,19 +77,13 @@ def test_export_writes_the_evaluated_backbone_under_its_backbone_name(classifier
   assert not os.path.exists(out + ".partial")
 
 
-def test_fine_tuning_starts_from_the_exported_backbone_with_a_fresh_head(
-    classifier_run, tmp_path
-):
-  config, run_dir, trained = classifier_run
-  out = str(tmp_path / "backbone.npz")
-  run_backbone.export(run_dir, out)
+def test_fine_tuning_starts_from_the_exported_backbone_with_a_fresh_head(exported):
+  config, out, trained = exported
   fine_tune = config.copy_and_resolve_references()
   fine_tune.method = "dsrh"
   fine_tune.model.pretrained = out
   config_lib.validate_config(fine_tune, check_inputs=True)
-  model = train.build_model(fine_tune, 10, 8, 2)
-  tx = train.make_optimizer(fine_tune, train.learning_rate_schedule(fine_tune, 1))
-  fresh = train.create_train_state(model, tx, jax.random.PRNGKey(5), train.make_mesh(), 32, 24)
+  fresh = fresh_state(fine_tune, seed=5)
   loaded = train.load_pretrained(fresh, fine_tune)
   expected = flat_numpy(jax.device_get(trained.params["backbone"]))
   got = flat_numpy(jax.device_get(loaded.params["backbone"]))
@@ -87,12 +97,8 @@ def test_fine_tuning_starts_from_the_exported_backbone_with_a_fresh_head(
       )
 
 
-def test_a_file_of_another_backbone_or_other_widths_is_refused_naming_both(
-    classifier_run, tmp_path
-):
-  config, run_dir, _ = classifier_run
-  out = str(tmp_path / "backbone.npz")
-  run_backbone.export(run_dir, out)
+def test_a_file_of_another_backbone_or_other_widths_is_refused_naming_both(exported):
+  config, out, _ = exported
   googlenet = config.copy_and_resolve_references()
   googlenet.model.backbone = "googlenet"
   googlenet.model.backbone_options = ml_collections.ConfigDict()
@@ -104,11 +110,8 @@ def test_a_file_of_another_backbone_or_other_widths_is_refused_naming_both(
   wider.model.backbone_options.widths = (8, 32)
   wider.model.pretrained = out
   config_lib.validate_config(wider, check_inputs=True)  # same backbone: shapes checked at load
-  model = train.build_model(wider, 10, 8, 2)
-  tx = train.make_optimizer(wider, train.learning_rate_schedule(wider, 1))
-  state = train.create_train_state(model, tx, jax.random.PRNGKey(0), train.make_mesh(), 32, 24)
   with pytest.raises(UserInputError, match=r"shape mismatches \(2\)"):
-    train.load_pretrained(state, wider)
+    train.load_pretrained(fresh_state(wider, seed=0), wider)
 
 
 def test_format_marker_round_trips_per_backbone(tmp_path):
