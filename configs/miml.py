@@ -8,6 +8,18 @@ backbone's features, MAP / wMAP / NDCG@100 / ACG@100 per bit length):
 
   python -m benchmarks.miml --data_path ../shared/data/miml --bits 32 --workdir runs/miml_bench
 
+Fine-tuned comparison (the papers' protocol: every deep method starts from one classifier
+network and the shallow baselines hash that network's features; no ImageNet weights here, so the
+classifier is the category baseline trained on the same 1350 images, from the from-scratch
+comparison's workdir, README "fine-tuned"):
+
+  python -m iah_jax.convert.run_backbone --run_dir runs/compare_miml3/category_baseline/q32_b8 \
+      --out runs/miml_classifier.npz
+  python -m iah_jax.compare --config configs/miml.py --workdir runs/compare_miml_ft \
+      --config.dataset.options.data_path=../shared/data/miml --bits 32 --seeds 0,1,2 --search \
+      --methods dsrh,qadwh,iah,one_stage,itq_cca,itq,sh,lsh \
+      --config.model.pretrained=runs/miml_classifier.npz
+
 Protocol (../shared/data/miml/README.md): training sees only the 1500 `database` images (split
 "train"): the first 90% ("train[:90%]", 1350 images) are trained on, the last 10%
 ("train[90%:]", 150 images) are the validation carve — every `eval.every_steps` steps they are
@@ -52,7 +64,7 @@ def get_config():
   config.dataset.image_size = 64
   config.dataset.shuffle_buffer = 1500  # the whole training set
 
-  config.model.backbone = "small_cnn"  # no pretrained weights on this machine
+  config.model.backbone = "small_cnn"  # no ImageNet weights here (in-domain: see the docstring)
   # Four stages: an 8 x 8 feature map at 64 x 64 whose cells see ~30 x 30 pixels (scene labels
   # are wide regions); about as cheap as three stages, better in our runs (see the docstring).
   config.model.backbone_options.widths = (32, 64, 128, 256)
