@@ -129,7 +129,15 @@ def test_command_line_exports_and_a_missing_run_is_one_error_line(classifier_run
   _, run_dir, _ = classifier_run
   out = tmp_path / "cli.npz"
   done = subprocess.run(
-      [sys.executable, "-m", "iah_jax.convert.run_backbone", "--run_dir", run_dir, "--out", str(out)],
+      [
+          sys.executable,
+          "-m",
+          "iah_jax.convert.run_backbone",
+          "--run_dir",
+          run_dir,
+          "--out",
+          str(out),
+      ],
       cwd=REPO,
       capture_output=True,
       text=True,
@@ -139,8 +147,15 @@ def test_command_line_exports_and_a_missing_run_is_one_error_line(classifier_run
   assert "small_cnn backbone at step 4" in done.stdout
   assert pretrained.backbone_of(str(out)) == "small_cnn"
   missing = subprocess.run(
-      [sys.executable, "-m", "iah_jax.convert.run_backbone", "--run_dir", str(tmp_path / "none"),
-       "--out", str(tmp_path / "x.npz")],
+      [
+          sys.executable,
+          "-m",
+          "iah_jax.convert.run_backbone",
+          "--run_dir",
+          str(tmp_path / "none"),
+          "--out",
+          str(tmp_path / "x.npz"),
+      ],
       cwd=REPO,
       capture_output=True,
       text=True,
