@@ -165,10 +165,10 @@ CASES = {
         "configs/default.py",
         ["config.method_options.dsrh.margin = 'wide'", "must be a number"],
     ),
-    "pretrained needs googlenet": (
+    "pretrained file missing": (
         ["--config.model.pretrained=/nonexistent/googlenet.npz"],
         "configs/default.py",
-        ["config.model.pretrained = '/nonexistent/googlenet.npz'", "backbone='googlenet'"],
+        ["config.model.pretrained = '/nonexistent/googlenet.npz'", "no such file"],
     ),
     "unknown flag": (["--workdirr=/x"], "configs/default.py", ["workdirr", "workdir"]),
     "missing config file": ([], "configs/nonexistent.py", ["configs/nonexistent.py"]),
