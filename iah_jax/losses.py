@@ -251,23 +251,49 @@ def sample_bit_weights(labels: jax.Array, class_bit_weights: jax.Array) -> jax.A
   return (labels @ class_bit_weights) / jnp.maximum(labels.sum(-1, keepdims=True), 1.0)
 
 
+QADWH_TRIPLET_WEIGHTINGS = ("own", "anchor")
+
+
 def qadwh_weighted_triplet_loss(
-    bit_outputs: jax.Array, labels: jax.Array, class_bit_weights: jax.Array, margin: float = 1.0
+    bit_outputs: jax.Array,
+    labels: jax.Array,
+    class_bit_weights: jax.Array,
+    margin: float = 1.0,
+    weighting: str = "own",
 ) -> jax.Array:
   """QaDWH's triplet loss on class-wise weighted bits (METHODS.md section 4).
 
-  u_n = bit_outputs_n * sample_bit_weights(labels, W)_n; for every ordered triple (i, j, k) with
-  sim(i, j) > sim(i, k): max(0, margin + ||u_i - u_j||^2 - ||u_i - u_k||^2).
+  w_n = sample_bit_weights(labels, W)_n; for every ordered triple (i, j, k) with
+  sim(i, j) > sim(i, k): max(0, margin + d(i, j) - d(i, k)), where d is
+  - "own" (the authors' ClassWiseProduct layer): u_n = bit_outputs_n * w_n and
+    d(i, j) = ||u_i - u_j||^2, each image weighted by its own labels' weights;
+  - "anchor": d(i, j) = ||w_i * (bit_outputs_i - bit_outputs_j)||^2, both images weighted by the
+    anchor's weights, as the query-adaptive ranking weighs a database code by the query's
+    weights only. With "own", two images of different labels are apart through W alone, even
+    with equal bits, so the triplets can be met by W while bits stay constant; with "anchor"
+    only differing bits make a distance.
 
   Args:
     bit_outputs: [B, q] sigmoid outputs.
     labels: [B, c] multi-hot {0, 1}.
     class_bit_weights: W, [c, q].
     margin: hinge margin (1 in the authors' code).
+    weighting: "own" or "anchor" (above).
   Returns:
     scalar: mean over valid triples (0 when there is none). (The authors' Caffe layer halves
     it; the QaDWH method multiplies by method_options.qadwh.triplet_loss_scale = 0.5.)
   """
   _check_batch(bit_outputs, labels, "qadwh_weighted_triplet_loss")
-  weighted = bit_outputs * sample_bit_weights(labels, class_bit_weights)
-  return triplet_ranking_loss(weighted, labels, margin)
+  if weighting not in QADWH_TRIPLET_WEIGHTINGS:
+    raise ValueError(
+        f"qadwh_weighted_triplet_loss: weighting must be one of {QADWH_TRIPLET_WEIGHTINGS}, "
+        f"got {weighting!r}"
+    )
+  sample_weights = sample_bit_weights(labels, class_bit_weights)  # [B, q]
+  if weighting == "own":
+    return triplet_ranking_loss(bit_outputs * sample_weights, labels, margin)
+  differences = bit_outputs[:, None, :] - bit_outputs[None, :, :]  # [anchor, other, q]
+  distances = jnp.sum(jnp.square(sample_weights[:, None, :] * differences), axis=-1)
+  shared = _shared_labels(labels, bit_outputs.dtype)
+  hinge = jax.nn.relu(margin + distances[:, :, None] - distances[:, None, :])
+  return _masked_mean(hinge, _more_similar_mask(shared))

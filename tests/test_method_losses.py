@@ -128,6 +128,55 @@ def test_qadwh_loss_matches_loops_with_class_wise_weighting(margin):
   assert abs(float(got) - plain) > 1e-3
 
 
+@pytest.mark.parametrize("margin", [1.0, 0.3])
+def test_qadwh_anchor_weighting_matches_loops(margin):
+  """The default weighting (method_options.qadwh.triplet_weighting = "anchor")."""
+  features, labels, rng = random_problem(seed=8)
+  bits = (features + 1) / 2
+  weights = rng.normal(1.0, 0.5, size=(labels.shape[1], bits.shape[1])).astype(np.float32)
+  mean_rows = (
+      lambda n: sum(weights[j] for j in range(labels.shape[1]) if labels[n, j]) / labels[n].sum()
+  )
+  total, count = 0.0, 0
+  for i in range(len(bits)):
+    w_i = mean_rows(i)  # the anchor's weights, on both of its pairs
+    for j in range(len(bits)):
+      for k in range(len(bits)):
+        if labels[i] @ labels[j] > labels[i] @ labels[k]:
+          d_ij = np.sum((w_i * (bits[i] - bits[j])) ** 2)
+          d_ik = np.sum((w_i * (bits[i] - bits[k])) ** 2)
+          total += max(0.0, margin + d_ij - d_ik)
+          count += 1
+  got = losses.qadwh_weighted_triplet_loss(bits, labels, weights, margin, weighting="anchor")
+  np.testing.assert_allclose(float(got), total / count, rtol=1e-5)
+  method, settings = _settings("qadwh", triplet_margin=margin)
+  assert settings.options.triplet_weighting == "anchor"
+  outputs = {
+      "semantic_features": jnp.asarray(bits),
+      "label_logits": jnp.zeros(labels.shape),
+      "class_bit_weights": jnp.asarray(weights),
+  }
+  terms = method.losses(outputs, labels, settings)
+  np.testing.assert_allclose(float(terms["semantic_loss"]), 0.5 * total / count, rtol=1e-5)
+
+
+def test_qadwh_own_weighting_is_met_by_class_weights_alone_anchor_is_not():
+  """Constant bits: with each image's own weights, W that differs by class separates images of
+  different labels by itself (the loss is 0, no gradient reaches the bits); with the anchor's
+  weights equal bits are at distance 0 and every triple costs the margin."""
+  labels = np.eye(3, dtype=np.float32)[[0, 0, 1, 1, 2, 2]]
+  bits = np.ones((6, 4), np.float32)
+  weights = np.array([[3, 0, 0, 0], [0, 3, 0, 0], [0, 0, 3, 0]], np.float32)
+  own, own_grad = jax.value_and_grad(losses.qadwh_weighted_triplet_loss)(
+      jnp.asarray(bits), labels, weights, 1.0, "own"
+  )
+  anchor = losses.qadwh_weighted_triplet_loss(bits, labels, weights, 1.0, weighting="anchor")
+  assert float(own) == 0.0 and not np.any(np.asarray(own_grad))
+  np.testing.assert_allclose(float(anchor), 1.0, rtol=1e-6)
+  with pytest.raises(ValueError, match="weighting must be one of"):
+    losses.qadwh_weighted_triplet_loss(bits, labels, weights, 1.0, weighting="query")
+
+
 def test_no_valid_triple_gives_zero_loss_and_zero_gradient():
   features, _, _ = random_problem(seed=7)
   labels = np.ones((len(features), 3), np.float32)  # every pair shares the same labels
@@ -208,7 +257,7 @@ def _qadwh_batch():
 
 @pytest.mark.parametrize("label_loss", ["softmax", "sigmoid"])
 def test_qadwh_losses_are_the_authors_label_loss_plus_half_the_weighted_triplet(label_loss):
-  method, settings = _settings("qadwh", label_loss=label_loss)
+  method, settings = _settings("qadwh", label_loss=label_loss, triplet_weighting="own")
   assert settings.options.triplet_loss_scale == 0.5  # the authors' Caffe triplet layer
   outputs, labels = _qadwh_batch()
   terms = method.losses({k: jnp.asarray(v) for k, v in outputs.items()}, labels, settings)

@@ -202,24 +202,38 @@ def test_method_options_reach_the_losses():
   config = method_config("qadwh")
   config.method_options.qadwh.triplet_margin = 0.25
   outputs, terms = _losses_for(config, batch)
-  # The triplet term is halved (triplet_loss_scale 0.5, the authors' Caffe layer).
+  # The triplet term is halved (triplet_loss_scale 0.5, the authors' Caffe layer); the default
+  # weighting is the anchor's.
   expected = losses.label_probability_loss(
       outputs["label_logits"], labels
   ) + 0.5 * losses.qadwh_weighted_triplet_loss(
-      outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25
+      outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25, "anchor"
   )
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
   config.method_options.qadwh.label_loss = "sigmoid"
   config.method_options.qadwh.triplet_loss_scale = 1.0
+  config.method_options.qadwh.triplet_weighting = "own"  # the authors' layer
   outputs, terms = _losses_for(config, batch)
   expected = losses.sigmoid_cross_entropy_loss(
       outputs["label_logits"], labels
   ) + losses.qadwh_weighted_triplet_loss(
-      outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25
+      outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25, "own"
   )
   np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
   config.method_options.qadwh.label_loss = "softmax_loss"
   with pytest.raises(config_lib.ConfigError, match="qadwh.label_loss must be one of"):
+    config_lib.validate_config(config)
+  config.method_options.qadwh.label_loss = "sigmoid"
+  config.method_options.qadwh.triplet_weighting = "anchor"
+  outputs, terms = _losses_for(config, batch)
+  expected = losses.sigmoid_cross_entropy_loss(
+      outputs["label_logits"], labels
+  ) + losses.qadwh_weighted_triplet_loss(
+      outputs["semantic_features"], labels, outputs["class_bit_weights"], 0.25, "anchor"
+  )
+  np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
+  config.method_options.qadwh.triplet_weighting = "query"
+  with pytest.raises(config_lib.ConfigError, match="qadwh.triplet_weighting must be one of"):
     config_lib.validate_config(config)
 
 
