@@ -29,7 +29,7 @@ prototxts, flickr25k_wtri_solver.prototxt and the layers in src/caffe/layers/):
   and the codes leave bits unused. "anchor" weighs both images of a pair by the anchor's
   weights: the distance the query-adaptive ranking computes at query time (the query's weights
   on both codes), in which only differing bits make a distance. Measured on MIML (README,
-  "QaDWH's triplet weighting"): "own" left 4-8 of 32 bits constant and ranked below ITQ;
+  "QaDWH's triplet weighting"): "own" left 2-8 of 32 bits constant and ranked below ITQ;
   "anchor" uses every bit and ranks above it. `triplet_weighting = "own"` trains the authors'
   layer exactly.
 """
