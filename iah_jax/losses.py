@@ -176,8 +176,13 @@ def triplet_ranking_loss(
     scalar: mean over valid triples (0 when there is none).
   """
   _check_batch(semantic_features, labels, "triplet_ranking_loss")
-  shared = _shared_labels(labels, semantic_features.dtype)
-  distances = pairwise_squared_distances(semantic_features)
+  return _ranking_hinge_mean(pairwise_squared_distances(semantic_features), labels, margin)
+
+
+def _ranking_hinge_mean(distances: jax.Array, labels: jax.Array, margin: float) -> jax.Array:
+  """Mean of max(0, margin + d[i, j] - d[i, k]) over triples with sim(i, j) > sim(i, k);
+  distances d [B, B] (row i: from anchor i)."""
+  shared = _shared_labels(labels, distances.dtype)
   hinge = jax.nn.relu(margin + distances[:, :, None] - distances[:, None, :])
   return _masked_mean(hinge, _more_similar_mask(shared))
 
@@ -294,6 +299,4 @@ def qadwh_weighted_triplet_loss(
     return triplet_ranking_loss(bit_outputs * sample_weights, labels, margin)
   differences = bit_outputs[:, None, :] - bit_outputs[None, :, :]  # [anchor, other, q]
   distances = jnp.sum(jnp.square(sample_weights[:, None, :] * differences), axis=-1)
-  shared = _shared_labels(labels, bit_outputs.dtype)
-  hinge = jax.nn.relu(margin + distances[:, :, None] - distances[:, None, :])
-  return _masked_mean(hinge, _more_similar_mask(shared))
+  return _ranking_hinge_mean(distances, labels, margin)
